@@ -1,0 +1,40 @@
+"""Embedding and pair distances on the host, for callbacks, reports and tools."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+
+def embed(model, images, batch_size: int = 512) -> np.ndarray:
+    """Embeds images with `model.predict` (distributed when the model was built in a strategy).
+
+    Args:
+      model: a `SiameseModel` (or any model mapping images to embeddings).
+      images: array [N, H, W, C].
+      batch_size: images per predict batch.
+
+    Returns:
+      float32 embeddings [N, D].
+    """
+    return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), np.float32)
+
+
+def pair_set_distances(model, images, pairs, batch_size: int = 512) -> np.ndarray:
+    """Distances of a fixed pair set, each image embedded once.
+
+    Args:
+      model: a `SiameseModel`.
+      images: the split's images [N, ...]; `pairs` index into them.
+      pairs: a `siamese_tf.data.PairSet`.
+      batch_size: images per predict batch.
+
+    Returns:
+      float32 distances [len(pairs)].
+    """
+    used = np.unique(np.concatenate([pairs.a, pairs.b]))
+    embeddings = embed(model, images[used], batch_size)
+    position = np.searchsorted(used, np.stack([pairs.a, pairs.b]))
+    emb_a = tf.constant(embeddings[position[0]])
+    emb_b = tf.constant(embeddings[position[1]])
+    return np.asarray(model.pair_distances(emb_a, emb_b), np.float32)

@@ -1,0 +1,166 @@
+"""`SiameseModel`: a `keras.Model` subclass that trains an encoder on P×K or pair batches."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from siamese_tf import mining
+from siamese_tf.distances import pair_distances
+
+UNCALIBRATED = -1.0
+
+
+@keras.saving.register_keras_serializable(package="siamese_tf")
+class SiameseModel(keras.Model):
+    """Siamese / metric-learning model around an encoder.
+
+    `model(images)` returns embeddings. `fit` accepts two batch layouts:
+
+    * P×K batches `(images, labels)`: the compiled loss gets `(labels, embeddings)` — the triplet
+      losses of `siamese_tf.losses` mine inside the batch;
+    * pair batches `((images_a, images_b), same)`: both sides are embedded in one call of the
+      encoder (one forward pass, consistent batch-norm statistics); the compiled loss gets
+      `(same, distances)` (e.g. `ContrastiveLoss`), or `(same, probabilities)` when a pair `head`
+      is given (binary cross-entropy).
+
+    The `threshold` variable holds the calibrated distance threshold (a pair is "same" when its
+    distance is <= threshold); callbacks set it, it is saved and exported with the model, and it
+    is `UNCALIBRATED` (-1) until set.
+
+    Args:
+      encoder: a Keras model mapping images to embeddings.
+      head: optional pair head `head([emb_a, emb_b]) -> probability same`.
+      distance_metric: "L2", "squared-L2" or "angular" (distances for pair losses and verification).
+      stats_margin: margin used for the reported active-triplet fraction.
+      **kwargs: passed to `keras.Model`.
+    """
+
+    def __init__(self, encoder, head=None, distance_metric="L2", stats_margin=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.head = head
+        self.distance_metric = distance_metric
+        self.stats_margin = float(stats_margin)
+        self.threshold = self.add_weight(
+            name="threshold",
+            shape=(),
+            dtype="float32",
+            initializer=keras.initializers.Constant(UNCALIBRATED),
+            trainable=False,
+        )
+        self.positive_distance_tracker = keras.metrics.Mean(name="positive_distance")
+        self.negative_distance_tracker = keras.metrics.Mean(name="negative_distance")
+        self.active_fraction_tracker = keras.metrics.Mean(name="active_triplet_fraction")
+
+    def call(self, images, training=None):
+        """Embeds a batch of images. Runs per replica."""
+        return self.encoder(images, training=training)
+
+    def build(self, input_shape):
+        """Builds the encoder (already built when functional) and the head."""
+        if not self.encoder.built:
+            self.encoder.build(input_shape)
+        if self.head is not None and not self.head.built:
+            dim = self.encoder.output_shape[-1]
+            self.head.build([(None, dim), (None, dim)])
+        self.built = True
+
+    def pair_distances(self, emb_a, emb_b):
+        """Distance of each pair (for a head model: 1 - probability of "same")."""
+        if self.head is not None:
+            return 1.0 - tf.reshape(tf.cast(self.head([emb_a, emb_b]), tf.float32), [-1])
+        return pair_distances(emb_a, emb_b, self.distance_metric)
+
+    def verify(self, images_a, images_b):
+        """Returns `(distances, same)` for pairs of images, with the calibrated threshold."""
+        emb = self(tf.concat([images_a, images_b], axis=0), training=False)
+        emb_a, emb_b = tf.split(emb, 2, axis=0)
+        distances = self.pair_distances(emb_a, emb_b)
+        return distances, distances <= self.threshold
+
+    # --- training -----------------------------------------------------------------------------
+
+    def _forward(self, data, training):
+        """Loss and statistics of one batch. Runs per replica.
+
+        Returns:
+          (loss, stats, batch_size): the compiled loss exactly as Keras computes it (already
+          scaled by 1/replicas under a strategy), and float32 statistics without gradient.
+        """
+        x, y = data[0], data[1]
+        if isinstance(x, (tuple, list)):
+            images_a, images_b = x
+            emb = self(tf.concat([images_a, images_b], axis=0), training=training)
+            emb_a, emb_b = tf.split(emb, 2, axis=0)
+            if self.head is not None:
+                y_pred = self.head([emb_a, emb_b], training=training)
+            else:
+                y_pred = pair_distances(emb_a, emb_b, self.distance_metric)
+            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, training=training)
+            distances = tf.stop_gradient(pair_distances(emb_a, emb_b, self.distance_metric))
+            stats = _pair_statistics(distances, tf.cast(tf.reshape(y, [-1]), tf.float32))
+            batch_size = tf.shape(images_a)[0]
+        else:
+            emb = self(x, training=training)
+            loss = self.compute_loss(x=x, y=y, y_pred=emb, training=training)
+            stats = mining.batch_statistics(
+                tf.reshape(y, [-1]), tf.stop_gradient(emb), self.stats_margin, self.distance_metric
+            )
+            batch_size = tf.shape(x)[0]
+        return loss, stats, batch_size
+
+    def _update_metrics(self, loss, stats, batch_size):
+        # Keras losses come back scaled by 1/replicas (see keras.losses.Loss); the loss tracker
+        # must see the unscaled value, as Keras' own train_step does.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        for metric in self.metrics:
+            if metric.name == "loss":
+                metric.update_state(loss * replicas, sample_weight=batch_size)
+        self.positive_distance_tracker.update_state(stats["mean_positive_distance"])
+        self.negative_distance_tracker.update_state(stats["mean_negative_distance"])
+        if "active_triplet_fraction" in stats:
+            self.active_fraction_tracker.update_state(stats["active_triplet_fraction"])
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        """One optimisation step. Runs per replica; gradients are summed across replicas."""
+        with tf.GradientTape() as tape:
+            loss, stats, batch_size = self._forward(data, training=True)
+            # Mixed precision: LossScaleOptimizer scales, plain optimizers return the loss as is.
+            scaled_loss = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled_loss, self.trainable_weights)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
+        return self._update_metrics(loss, stats, batch_size)
+
+    def test_step(self, data):
+        """Loss and statistics on one batch, no update. Runs per replica."""
+        loss, stats, batch_size = self._forward(data, training=False)
+        return self._update_metrics(loss, stats, batch_size)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            encoder=keras.saving.serialize_keras_object(self.encoder),
+            head=None if self.head is None else keras.saving.serialize_keras_object(self.head),
+            distance_metric=self.distance_metric,
+            stats_margin=self.stats_margin,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        if config.get("head") is not None:
+            config["head"] = keras.saving.deserialize_keras_object(config["head"])
+        return cls(**config)
+
+
+def _pair_statistics(distances, same):
+    """Mean positive and negative distance of a pair batch (0 when a side is absent)."""
+    positive = tf.math.divide_no_nan(tf.reduce_sum(distances * same), tf.reduce_sum(same))
+    negative = tf.math.divide_no_nan(
+        tf.reduce_sum(distances * (1.0 - same)), tf.reduce_sum(1.0 - same)
+    )
+    return {"mean_positive_distance": positive, "mean_negative_distance": negative}

@@ -1,0 +1,60 @@
+"""`python -m launch.train` through absl: a tiny run, and bad input as one line with exit 2."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run_train(*args, timeout=240):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run([sys.executable, "-m", "launch.train", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_trains_a_tiny_run(tmp_path):
+    workdir = tmp_path / "run"
+    result = run_train(f"--workdir={workdir}", "--epochs=1", "--steps_per_epoch=3",
+                       "--calibration_pairs=100", "--test_pairs=100")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.split("summary: ", 1)[1].splitlines()[0])
+    assert 0.0 <= summary["test_auc"] <= 1.0
+    assert json.loads((workdir / "report.json").read_text())["steps"] == 3
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--dataset=imagenet"], "unknown dataset"),
+        (["--classes_per_batch=11"], "classes_per_batch=11"),
+        (["--samples_per_class=0"], "samples_per_class must be"),
+        (["--strategy=tpu_pod"], "unknown strategy"),
+        (["--epochs=two"], "epochs"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_no_workdir(tmp_path, args, message):
+    workdir = tmp_path / "run"
+    result = run_train(f"--workdir={workdir}", *args)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not workdir.exists()
+
+
+def test_unwritable_workdir_is_rejected():
+    # /proc refuses new files even to root, unlike a chmod-ed folder.
+    result = run_train("--workdir=/proc/siamese_tf_test/run")
+    assert result.returncode == 2 and "not writable" in result.stderr, result.stderr
+
+
+def test_workdir_that_is_a_file_is_rejected(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    result = run_train(f"--workdir={target}")
+    assert result.returncode == 2 and "not a directory" in result.stderr

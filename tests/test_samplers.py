@@ -1,0 +1,125 @@
+"""The stateless samplers: balance, determinism, exact resume, stream independence, bad input."""
+
+import numpy as np
+import pytest
+
+from siamese_tf.data import ClassIndex, balanced_pairs, pair_indices, pk_batches, pk_indices
+from siamese_tf.errors import InputError
+
+# Class sizes 1..12 plus a large class: small classes exercise sampling with replacement and the
+# single-example exclusion; the large one exercises Floyd's without-replacement draw.
+LABELS = np.repeat(np.arange(8), [1, 2, 3, 4, 5, 8, 12, 40])
+IMAGES = np.arange(LABELS.size)  # an image is its row number, so batches are checkable
+
+
+def take(ds, n):
+    return [tuple(np.asarray(t) for t in _flatten(item)) for item in ds.take(n)]
+
+
+def _flatten(item):
+    if isinstance(item, tuple):
+        out = []
+        for part in item:
+            out.extend(_flatten(part))
+        return out
+    return [item]
+
+
+def test_class_index_groups_rows_by_class():
+    index = ClassIndex.from_labels(LABELS[::-1])
+    assert index.num_classes == 8
+    np.testing.assert_array_equal(index.counts, [1, 2, 3, 4, 5, 8, 12, 40])
+    for c in range(8):
+        rows = index.order[index.starts[c] : index.starts[c] + index.counts[c]]
+        assert np.all(LABELS[::-1][rows] == index.class_labels[c])
+
+
+@pytest.mark.parametrize("weighting", ["uniform", "proportional"])
+def test_pk_batches_have_p_distinct_classes_times_k(weighting):
+    p, k = 4, 5
+    ds = pk_batches(IMAGES, LABELS, classes_per_batch=p, samples_per_class=k, seed=3,
+                    class_weighting=weighting)
+    for images, labels in take(ds, 30):
+        assert images.shape == (p * k,)
+        np.testing.assert_array_equal(LABELS[images], labels)  # labels match the gathered rows
+        groups = labels.reshape(p, k)
+        assert np.all(groups == groups[:, :1])  # whole K-groups, class by class
+        assert len(set(groups[:, 0])) == p  # P distinct classes
+        assert 0 not in groups[:, 0]  # the single-example class never appears
+        for group in images.reshape(p, k):
+            if np.sum(LABELS == LABELS[group[0]]) >= k:
+                assert len(set(group)) == k  # without replacement when the class has >= K
+
+
+def test_pk_batches_draw_without_replacement_uniformly_in_large_class():
+    ds = pk_indices(LABELS, classes_per_batch=2, samples_per_class=6, seed=0)
+    hits = np.zeros(LABELS.size)
+    for rows, labels in take(ds, 400):
+        hits[rows[labels == 7]] += 1
+    big = hits[LABELS == 7]
+    assert big.min() > 0.5 * big.mean()  # every example of the big class gets drawn, evenly
+
+
+def test_pk_same_seed_same_batches_and_resume_from_step():
+    kwargs = dict(classes_per_batch=3, samples_per_class=4, seed=11)
+    first = take(pk_indices(LABELS, **kwargs), 12)
+    again = take(pk_indices(LABELS, **kwargs), 12)
+    resumed = take(pk_indices(LABELS, start_step=7, **kwargs), 5)
+    other_seed = take(pk_indices(LABELS, **{**kwargs, "seed": 12}), 12)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a[0], b[0])
+    for a, b in zip(first[7:], resumed):
+        np.testing.assert_array_equal(a[0], b[0])
+    assert any(not np.array_equal(a[0], b[0]) for a, b in zip(first, other_seed))
+
+
+def test_streams_draw_different_batches():
+    kwargs = dict(classes_per_batch=3, samples_per_class=4, seed=11)
+    s0 = take(pk_indices(LABELS, stream=0, **kwargs), 10)
+    s1 = take(pk_indices(LABELS, stream=1, **kwargs), 10)
+    assert sum(np.array_equal(a[0], b[0]) for a, b in zip(s0, s1)) == 0
+
+
+@pytest.mark.parametrize("batch_size", [8, 9])
+@pytest.mark.parametrize("weighting", ["uniform", "proportional"])
+def test_balanced_pairs_are_exactly_half_positive(batch_size, weighting):
+    ds = balanced_pairs(IMAGES, LABELS, batch_size=batch_size, seed=5, class_weighting=weighting)
+    for a, b, same in take(ds, 40):
+        n_pos = batch_size // 2
+        np.testing.assert_array_equal(same, [1.0] * n_pos + [0.0] * (batch_size - n_pos))
+        pos, neg = slice(0, n_pos), slice(n_pos, None)
+        assert np.all(LABELS[a[pos]] == LABELS[b[pos]]) and np.all(a[pos] != b[pos])
+        assert np.all(LABELS[a[neg]] != LABELS[b[neg]])
+        assert not np.any(LABELS[a[pos]] == 0)  # the single-example class has no positive
+
+
+def test_pair_indices_deterministic_and_resumable():
+    first = take(pair_indices(LABELS, batch_size=6, seed=2), 9)
+    resumed = take(pair_indices(LABELS, batch_size=6, seed=2, start_step=4), 5)
+    for x, y in zip(first[4:], resumed):
+        for u, v in zip(x, y):
+            np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.parametrize(
+    "labels, kwargs, message",
+    [
+        (LABELS, dict(classes_per_batch=8, samples_per_class=2), "only 7 classes"),
+        (LABELS, dict(classes_per_batch=0, samples_per_class=2), ">= 1"),
+        (np.array([], np.int64), dict(classes_per_batch=2, samples_per_class=2), "empty"),
+        (LABELS.astype(np.float32) + 0.5, dict(classes_per_batch=2, samples_per_class=2),
+         "integers"),
+    ],
+)
+def test_pk_bad_input_is_a_clear_error(labels, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        pk_indices(labels, seed=0, **kwargs)
+
+
+def test_pairs_bad_input_is_a_clear_error():
+    with pytest.raises(InputError, match="no positive pair"):
+        pair_indices(np.arange(5), batch_size=4, seed=0)
+    with pytest.raises(InputError, match="no negative pair"):
+        pair_indices(np.zeros(5, np.int64), batch_size=4, seed=0)
+    with pytest.raises(InputError, match="differ in length"):
+        balanced_pairs(IMAGES[:3], LABELS, batch_size=4, seed=0)

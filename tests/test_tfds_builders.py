@@ -1,0 +1,236 @@
+"""The Omniglot TFDS builder folders, built from their `dummy_data/` through `tfds_local`.
+
+Also runs each folder's own `tfds new`-style builder test (`tfds.testing.DatasetBuilderTestCase`),
+which lives beside its builder and is otherwise outside pytest's `testpaths`.
+"""
+
+import importlib
+import importlib.util
+import pathlib
+import re
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from siamese_tf.data import tfds_local
+from siamese_tf.errors import InputError
+
+DATASETS = pathlib.Path(__file__).resolve().parents[1] / "datasets"
+LOCAL_DUMMY = DATASETS / "omniglot_local" / "dummy_data"
+RUNS_DUMMY = DATASETS / "omniglot_runs" / "dummy_data"
+SPLITS = {"background": 7, "evaluation": 4, "background_small1": 2, "background_small2": 3}
+
+
+def _load(name, data_dir, manual_dir=None):
+    return tfds_local.load_local_builder(
+        name, data_dir=data_dir, manual_dir=manual_dir, search_paths=[DATASETS]
+    )
+
+
+@pytest.fixture(scope="module")
+def local_data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("tfds")
+
+
+@pytest.fixture(scope="module")
+def local_builder(local_data_dir):
+    return _load("omniglot_local", local_data_dir, LOCAL_DUMMY)
+
+
+@pytest.fixture(scope="module")
+def local_examples(local_builder):
+    return {split: list(tfds.as_numpy(local_builder.as_dataset(split=split))) for split in SPLITS}
+
+
+@pytest.fixture(scope="module")
+def runs_examples(tmp_path_factory):
+    builder = _load("omniglot_runs", tmp_path_factory.mktemp("tfds"), RUNS_DUMMY)
+    return list(tfds.as_numpy(builder.as_dataset(split="test")))
+
+
+def test_local_split_sizes(local_builder, local_examples):
+    assert local_builder.name == "omniglot_local"
+    assert {s: i.num_examples for s, i in local_builder.info.splits.items()} == SPLITS
+    assert {s: len(e) for s, e in local_examples.items()} == SPLITS
+
+
+def test_local_fields_come_from_the_path(local_builder, local_examples):
+    alphabet = local_builder.info.features["alphabet"]
+    path = re.compile(r"images_\w+/([^/]+)/character(\d+)/(\d{4})_(\d{2})\.png")
+    for split, examples in local_examples.items():
+        filenames = [ex["filename"].decode() for ex in examples]
+        assert filenames == sorted(filenames), f"{split}: not in deterministic (sorted) order"
+        for ex, name in zip(examples, filenames, strict=True):
+            assert name.startswith(f"images_{split}/")
+            name_alphabet, char, char_id, drawer = path.fullmatch(name).groups()
+            assert alphabet.int2str(ex["alphabet"]) == name_alphabet
+            assert ex["alphabet_char_id"] == int(char)
+            assert ex["label"] == int(char_id) - 1
+            assert ex["drawer"] == int(drawer)
+            assert ex["image"].shape == (105, 105, 1) and ex["image"].dtype == np.uint8
+            # 1-bit sources stored as 8-bit: strokes 0, background 255, both present.
+            assert set(np.unique(ex["image"])) == {0, 255}
+
+
+def test_local_labels_name_one_character_each(local_examples):
+    def characters(split):
+        return {(int(ex["alphabet"]), int(ex["alphabet_char_id"])) for ex in local_examples[split]}
+
+    mappings = {}
+    for split, examples in local_examples.items():
+        pairs = {
+            (int(ex["label"]), int(ex["alphabet"]), int(ex["alphabet_char_id"])) for ex in examples
+        }
+        labels = {p[0] for p in pairs}
+        assert len(labels) == len(pairs) == len(characters(split)), split
+        mappings[split] = {p[0]: p[1:] for p in pairs}
+    # The small splits reuse background's labels; evaluation's characters are all new.
+    for small in ("background_small1", "background_small2"):
+        assert mappings[small].items() <= mappings["background"].items()
+    assert not set(mappings["evaluation"]) & set(mappings["background"])
+    assert len(mappings["background"]) == 3 and len(mappings["evaluation"]) == 2
+
+
+def test_local_as_supervised_gives_image_and_label(local_builder):
+    ds = local_builder.as_dataset(split="evaluation", as_supervised=True)
+    image, label = next(iter(tfds.as_numpy(ds)))
+    assert image.shape == (105, 105, 1)
+    assert label == 964  # Angelic/character01 is character 0965
+
+
+def test_runs_trials_match_class_labels(runs_examples):
+    with zipfile.ZipFile(RUNS_DUMMY / "all_runs.zip") as archive:
+        answers = {}
+        for run in (1, 2):
+            for line in archive.read(f"run{run:02d}/class_labels.txt").decode().split("\n"):
+                if line:
+                    query, support = line.split()
+                    answers[query] = support
+    assert [(ex["run"], ex["trial"]) for ex in runs_examples] == [
+        (run, trial) for run in (1, 2) for trial in (1, 2, 3, 4)
+    ]
+    for ex in runs_examples:
+        run = int(ex["run"])
+        support_files = [f.decode() for f in ex["support_files"]]
+        query = ex["query_file"].decode()
+        assert query == f"run{run:02d}/test/item{int(ex['trial']):02d}.png"
+        assert support_files == [f"run{run:02d}/training/class{j:02d}.png" for j in (1, 2, 3, 4)]
+        assert support_files[ex["target"]] == answers[query]
+        # The dummy query is its class's image shifted by 2 px: the nearest support is the
+        # target, so the images travel with the right files.
+        assert ex["support_images"].shape == (4, 105, 105, 1)
+        distances = np.abs(
+            ex["support_images"].astype(np.int32) - ex["query_image"].astype(np.int32)
+        ).sum(axis=(1, 2, 3))
+        assert int(np.argmin(distances)) == ex["target"]
+    # Every support image is the answer to exactly one trial of its run.
+    for run in (1, 2):
+        targets = sorted(int(ex["target"]) for ex in runs_examples if ex["run"] == run)
+        assert targets == [0, 1, 2, 3]
+
+
+def test_missing_zip_names_the_file_and_the_folder(tmp_path):
+    manual = tmp_path / "manual"
+    shutil.copytree(LOCAL_DUMMY, manual)
+    (manual / "images_evaluation.zip").unlink()
+    with pytest.raises(tfds_local.MissingDataError) as caught:
+        _load("omniglot_local", tmp_path / "data", manual)
+    assert "images_evaluation.zip" in str(caught.value) and str(manual) in str(caught.value)
+    assert isinstance(caught.value, FileNotFoundError) and isinstance(caught.value, InputError)
+    assert "\n" not in str(caught.value)  # entry points print it as one line
+
+    with pytest.raises(tfds_local.MissingDataError, match="all_runs.zip"):
+        _load("omniglot_runs", tmp_path / "data", manual)
+
+
+def test_corrupt_zip_is_reported(tmp_path):
+    manual = tmp_path / "manual"
+    shutil.copytree(LOCAL_DUMMY, manual)
+    (manual / "images_background_small2.zip").write_bytes(b"not a zip")
+    with pytest.raises(tfds_local.MissingDataError, match="not a valid zip"):
+        _load("omniglot_local", tmp_path / "data", manual)
+
+
+def test_missing_manual_dir_is_named(tmp_path):
+    with pytest.raises(tfds_local.MissingDataError, match=re.escape(str(tmp_path / "nowhere"))):
+        _load("omniglot_local", tmp_path / "data", tmp_path / "nowhere")
+
+
+def test_unprepared_without_manual_dir_says_what_to_pass(tmp_path):
+    builder = _load("omniglot_runs", tmp_path / "data")
+    assert not builder.is_prepared()
+    with pytest.raises(InputError, match="manual_dir.*all_runs.zip"):
+        tfds_local.prepare(builder)
+
+
+def test_prepared_dataset_needs_no_manual_dir(local_builder, local_data_dir):
+    again = _load("omniglot_local", local_data_dir)
+    assert again.is_prepared()
+    assert tfds_local.prepare(again) is again
+
+
+def test_folder_import_is_registered_and_reused():
+    cls = tfds_local.import_builder_class(DATASETS / "omniglot_local")
+    assert cls is tfds_local.import_builder_class(DATASETS / "omniglot_local")
+    assert tfds.builder_cls("omniglot_local") is cls
+    assert cls.name != "omniglot" and cls.MANUAL_DOWNLOAD_INSTRUCTIONS
+
+
+def test_other_folder_with_a_taken_name_is_refused(tmp_path):
+    tfds_local.import_builder_class(DATASETS / "omniglot_local")
+    clash = tmp_path / "omniglot_local"
+    clash.mkdir()
+    (clash / "omniglot_local_dataset_builder.py").write_text("")
+    with pytest.raises(InputError, match="already taken"):
+        tfds_local.import_builder_class(clash)
+
+
+def test_search_paths(tmp_path, monkeypatch):
+    extra = tmp_path / "mine"
+    (extra / "my_set").mkdir(parents=True)
+    (extra / "my_set" / "my_set_dataset_builder.py").write_text("")
+    monkeypatch.setenv(tfds_local.ENV_VAR, str(extra))
+    monkeypatch.chdir(tmp_path)
+    paths = tfds_local.default_search_paths()
+    assert paths[:2] == [extra, tmp_path / "datasets"]
+    assert DATASETS in paths  # the source checkout's folder, whatever the working directory
+    assert tfds_local.find_builder_dir("my_set") == extra / "my_set"
+    assert tfds_local.find_builder_dir("omniglot_runs") == DATASETS / "omniglot_runs"
+    assert tfds_local.find_builder_dir("omniglot_runs", [extra]) is None
+
+
+@pytest.mark.parametrize("name", ["../omniglot_local", "omniglot local", "a/b/c", ""])
+def test_malformed_names_are_refused(name):
+    with pytest.raises(InputError):
+        tfds_local.load_local_builder(name, search_paths=[DATASETS])
+
+
+def test_names_without_a_folder_come_from_the_catalogue(tmp_path):
+    builder = tfds_local.load_local_builder("mnist", data_dir=tmp_path, search_paths=[DATASETS])
+    assert builder.name == "mnist" and not builder.is_prepared()
+
+
+def test_unknown_name_lists_the_folders_searched(tmp_path):
+    with pytest.raises(InputError, match=re.escape(str(tmp_path / "no_such_set_xyz"))):
+        tfds_local.load_local_builder("no_such_set_xyz", search_paths=[tmp_path])
+
+
+# The builder folders' own tests (`tfds new` layout). tfds.testing needs `dill`.
+if importlib.util.find_spec("dill") is None:
+
+    @pytest.mark.skip(reason="tfds.testing needs dill: pip install dill")
+    def test_builder_folder_tests():
+        pass
+
+else:
+    for _name in ("omniglot_local", "omniglot_runs"):
+        tfds_local.import_builder_class(DATASETS / _name)  # makes the package importable
+    OmniglotLocalTest = importlib.import_module(
+        "omniglot_local.omniglot_local_dataset_builder_test"
+    ).OmniglotLocalTest
+    OmniglotRunsTest = importlib.import_module(
+        "omniglot_runs.omniglot_runs_dataset_builder_test"
+    ).OmniglotRunsTest

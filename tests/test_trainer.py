@@ -1,0 +1,64 @@
+"""The metric-learning recipe: a one-epoch smoke run writes a complete workdir."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import siamese_tf  # noqa: F401
+from siamese_tf.errors import InputError
+from trainers import metric_learning
+from trainers.config import TrainConfig
+
+TINY = dict(epochs=1, steps_per_epoch=4, calibration_pairs=100, test_pairs=100)
+
+
+def test_one_epoch_smoke_run_writes_the_workdir(tmp_path):
+    config = TrainConfig(**TINY)
+    report = metric_learning.train_and_evaluate(config, str(tmp_path), tf.distribute.get_strategy(),
+                                                verbose=0)
+    for name in ("config.json", "metrics.jsonl", "model.keras", "report.json"):
+        assert (tmp_path / name).exists(), name
+    saved = json.loads((tmp_path / "report.json").read_text())
+    for key in ("auc", "eer", "accuracy", "threshold"):
+        assert 0.0 <= saved["test"][key] <= 2.0, key
+    assert 0.0 <= saved["one_nn_accuracy"] <= 1.0 and saved["train_seconds"] > 0
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    epoch = json.loads(lines[0])
+    assert len(lines) == 1 and {"loss", "val_auc", "val_eer", "val_threshold"} <= set(epoch)
+    # The calibrated threshold travels with the model and is the one the report used.
+    model = keras.models.load_model(tmp_path / "model.keras")
+    assert float(model.threshold.numpy()) == pytest.approx(saved["test"]["threshold"])
+    assert float(model.threshold.numpy()) == pytest.approx(epoch["val_threshold"])
+    config_json = json.loads((tmp_path / "config.json").read_text())
+    assert config_json["classes_per_batch"] == 10 and config_json["split_sizes"]["test"] > 0
+    assert report["test"]["auc"] == saved["test"]["auc"]
+
+
+def test_split_is_stratified_and_seeded():
+    data = metric_learning.prepare_data(TrainConfig(**TINY))
+    again = metric_learning.prepare_data(TrainConfig(**TINY))
+    np.testing.assert_array_equal(data.splits.test, again.splits.test)
+    assert set(np.unique(data.calibration.labels)) == set(range(10))
+    assert not set(data.splits.train) & set(data.splits.test)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(classes_per_batch=11), "classes_per_batch=11 exceeds"),
+        (dict(samples_per_class=500), "samples_per_class=500 exceeds"),
+        (dict(dataset="imagenet"), "unknown dataset"),
+        (dict(loss="arcface"), "unknown loss"),
+    ],
+)
+def test_prepare_rejects_bad_config(overrides, message):
+    with pytest.raises(InputError, match=message):
+        metric_learning.prepare_data(TrainConfig(**{**TINY, **overrides}))
+
+
+def test_config_rejects_non_positive_sizes():
+    with pytest.raises(InputError, match="epochs must be a positive integer"):
+        TrainConfig(epochs=0)
