@@ -9,7 +9,7 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 from siamese_tf.errors import InputError  # noqa: E402
 
@@ -34,6 +34,10 @@ def run(main) -> None:
     """`app.run(main)` where an `InputError` becomes one line on stderr and exit status 2."""
 
     def guarded(argv):
+        # TensorFlow logs through absl at INFO (checkpoint sharding, ...): keep the console for
+        # the progress bar and our summary unless the user asks with --verbosity.
+        if not flags.FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.WARNING)
         try:
             return main(argv)
         except InputError as err:

@@ -3,36 +3,115 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 
 import keras
 import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
 
 from siamese_tf.evaluation import metrics as eval_metrics
 from siamese_tf.inference import pair_set_distances
+
+# Stable TensorBoard names of the calibration summaries (under `<log_dir>/calibration`).
+SUMMARY_SUBDIR = "calibration"
+ROC_CURVE_TAG = "roc_curve"
+HISTOGRAM_IMAGE_TAG = "distance_histograms"
+POSITIVE_HISTOGRAM_TAG = "positive_distances"
+NEGATIVE_HISTOGRAM_TAG = "negative_distances"
+
+log = logging.getLogger(__name__)
+
+
+# TensorBoard's summary formats, written with `tf.summary.write` (TensorFlow itself) rather than
+# `tf.summary.image` / `histogram`, which need the `tensorboard` package installed.
+_IMAGE_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="images"),
+    data_class=summary_pb2.DATA_CLASS_BLOB_SEQUENCE,
+)
+_HISTOGRAM_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="histograms"),
+    data_class=summary_pb2.DATA_CLASS_TENSOR,
+)
+
+
+def write_png_image(tag: str, png: bytes, step: int) -> None:
+    """Writes one PNG as a TensorBoard image summary to the default writer.
+
+    The images plugin's format: a string tensor [width, height, png bytes...].
+    """
+    width = int.from_bytes(png[16:20], "big")  # The PNG IHDR chunk: width, height.
+    height = int.from_bytes(png[20:24], "big")
+    tensor = tf.constant([str(width).encode(), str(height).encode(), png], tf.string)
+    tf.summary.write(tag, tensor, step=step, metadata=_IMAGE_METADATA)
+
+
+def write_histogram(tag: str, values, step: int, bins: int = 30) -> None:
+    """Writes values as a TensorBoard histogram summary to the default writer.
+
+    The histograms plugin's format: float64 [bins, 3] rows of (left edge, right edge, count).
+    """
+    values = np.asarray(values, np.float64).reshape(-1)
+    if values.size == 0:
+        buckets = np.zeros((0, 3))
+    else:
+        counts, edges = np.histogram(values, bins=bins)
+        buckets = np.stack([edges[:-1], edges[1:], counts.astype(np.float64)], axis=1)
+    tf.summary.write(tag, tf.constant(buckets, tf.float64), step=step, metadata=_HISTOGRAM_METADATA)
 
 
 class ThresholdCalibration(keras.callbacks.Callback):
     """Derives the operating threshold from a ROC curve on calibration pairs, every epoch.
 
     At the end of an epoch it embeds a fixed set of calibration pairs (never the test split),
-    computes ROC AUC, EER and the thresholds at EER and at maximum accuracy, writes them into
-    `logs` under `prefix` (so History, CSVLogger, TensorBoard and EarlyStopping placed after it
-    see them) and assigns the threshold chosen by `rule` to `model.threshold`, so it is saved and
-    exported with the model. Runs on host.
+    computes `siamese_tf.evaluation.metrics.calibrate` (ROC AUC, EER and its threshold, the
+    maximum-accuracy threshold, the TAR at FAR targets and the threshold of `rule`), writes it
+    into `logs` under `prefix` (so History, CSVLogger, TensorBoard and EarlyStopping placed
+    after it see them) and assigns the threshold chosen by `rule` to `model.threshold`, so it is
+    saved and exported with the model. Runs on host.
+
+    Log names are stable: `{prefix}` + `auc`, `eer`, `eer_threshold`, `max_accuracy_threshold`,
+    `max_accuracy`, `threshold` (the rule's), `accuracy` (at it) and `tar_at_far_<far>` for
+    each FAR target (`val_tar_at_far_0.001`, ...).
+
+    With `log_dir` (or `writer`), each calibration also writes TensorBoard summaries under the
+    tags `roc_curve` and `distance_histograms` (images: the ROC curve with the operating point,
+    and the positive / negative distance histograms with the threshold line) and
+    `positive_distances` / `negative_distances` (native histograms), at step = epoch (0-based,
+    as Keras' TensorBoard callback counts epochs). The images need matplotlib; without it they
+    are skipped with one warning. Give a `log_dir` to the chief only.
 
     Args:
       images: the calibration split's images.
       pairs: a `PairSet` of rows of `images`.
-      rule: threshold rule: "eer", "max_accuracy", "youden" or "far=<rate>".
+      rule: threshold rule: "eer", "max_accuracy", "youden" or "far=<rate>" (e.g. "far=1e-3").
       batch_size: images per predict batch.
       prefix: prefix of the log names (`val_auc`, `val_eer`, `val_threshold`, ...).
       every_n_epochs: calibrate every n epochs (and always after the last one, via
         `on_train_end`, so the saved model is calibrated).
+      log_dir: TensorBoard folder (e.g. the workdir's `logs/`); summaries go to its
+        `calibration/` sub-folder. None writes no summaries (unless `writer` is given).
+      writer: a `tf.summary` writer to use instead of one under `log_dir`.
+      far_targets: FAR targets whose TAR is logged.
+
+    Raises:
+      InputError: an unknown threshold rule.
     """
 
-    def __init__(self, images, pairs, rule="eer", batch_size=512, prefix="val_", every_n_epochs=1):
+    def __init__(
+        self,
+        images,
+        pairs,
+        rule="eer",
+        batch_size=512,
+        prefix="val_",
+        every_n_epochs=1,
+        log_dir=None,
+        writer=None,
+        far_targets=(1e-2, 1e-3),
+    ):
         super().__init__()
         eval_metrics.parse_threshold_rule(rule)
         self.images = images
@@ -41,28 +120,103 @@ class ThresholdCalibration(keras.callbacks.Callback):
         self.batch_size = batch_size
         self.prefix = prefix
         self.every_n_epochs = max(1, int(every_n_epochs))
+        self.log_dir = log_dir
+        self.far_targets = tuple(far_targets)
+        self._writer = writer
+        self._owns_writer = writer is None
+        self._warned_no_matplotlib = False
         self._calibrated_epoch = None
         self._last_epoch = None
+        self.last_distances = None
+        self.last_summary = None
 
-    def calibrate(self) -> dict:
-        """Computes the calibration summary now and sets `model.threshold`."""
+    def calibrate(self, step: int | None = None) -> dict | None:
+        """Computes the calibration summary now and sets `model.threshold`.
+
+        Args:
+          step: when given (and a `log_dir` or `writer` was), also writes the TensorBoard
+            summaries at this step.
+
+        Returns:
+          The `calibrate` summary; None (leaving the threshold alone) when the model gives
+          non-finite distances — a diverged model; the NaN guard of the checkpoint callback
+          reports it.
+        """
         distances = pair_set_distances(self.model, self.images, self.pairs, self.batch_size)
-        summary = eval_metrics.calibrate(distances, self.pairs.same, rule=self.rule)
+        if not np.all(np.isfinite(distances)):
+            return None
+        summary = eval_metrics.calibrate(
+            distances, self.pairs.same, rule=self.rule, far_targets=self.far_targets
+        )
         self.model.threshold.assign(float(summary["threshold"]))
+        self.last_distances, self.last_summary = distances, summary
+        if step is not None:
+            self.write_summaries(distances, summary["threshold"], step)
         return summary
+
+    def write_summaries(self, distances, threshold: float, step: int) -> None:
+        """Writes the ROC / histogram summaries of calibration distances (no-op without a writer).
+
+        Args:
+          distances: the calibration pair distances [len(pairs)].
+          threshold: the chosen threshold (drawn on the plots).
+          step: the summary step.
+        """
+        writer = self._summary_writer()
+        if writer is None:
+            return
+        same = np.asarray(self.pairs.same).astype(bool)
+        with writer.as_default(step=int(step)):
+            write_histogram(POSITIVE_HISTOGRAM_TAG, distances[same], int(step))
+            write_histogram(NEGATIVE_HISTOGRAM_TAG, distances[~same], int(step))
+            if self._can_plot():
+                from siamese_tf import plots
+
+                title = f"epoch {int(step) + 1}"
+                figures = {
+                    ROC_CURVE_TAG: plots.roc_figure(distances, same, threshold, title=title),
+                    HISTOGRAM_IMAGE_TAG: plots.distance_histogram_figure(
+                        distances, same, threshold, title=f"Calibration distances, {title}"
+                    ),
+                }
+                for tag, figure in figures.items():
+                    write_png_image(tag, plots.to_png(figure), int(step))
+        writer.flush()
+
+    def _summary_writer(self):
+        if self._writer is None and self.log_dir:
+            self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, SUMMARY_SUBDIR))
+        return self._writer
+
+    def _can_plot(self) -> bool:
+        from siamese_tf import plots
+
+        if plots.available():
+            return True
+        if not self._warned_no_matplotlib:
+            log.warning(
+                "matplotlib is not installed: ROC and histogram images are not written "
+                "to TensorBoard (pip install matplotlib)"
+            )
+            self._warned_no_matplotlib = True
+        return False
 
     def on_epoch_end(self, epoch, logs=None):
         self._last_epoch = epoch
         if (epoch + 1) % self.every_n_epochs:
             return
-        summary = self.calibrate()
+        summary = self.calibrate(step=epoch)
         self._calibrated_epoch = epoch
-        if logs is not None:
+        if logs is not None and summary is not None:
             logs.update({f"{self.prefix}{name}": float(v) for name, v in summary.items()})
 
     def on_train_end(self, logs=None):
         if self._last_epoch is not None and self._calibrated_epoch != self._last_epoch:
-            self.calibrate()
+            self.calibrate(step=self._last_epoch)
+            self._calibrated_epoch = self._last_epoch
+        if self._owns_writer and self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 class MetricsJsonl(keras.callbacks.Callback):

@@ -2,26 +2,68 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import tensorflow as tf
 
 from siamese_tf.errors import InputError
 
-STRATEGIES = ("auto", "default", "one_device", "mirrored")
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
+CLUSTERS = ("tf_config", "slurm")
 
 
-def get_strategy(name: str = "auto") -> tf.distribute.Strategy:
-    """Creates a strategy by name.
+def cluster_resolver(cluster: str = "tf_config"):
+    """The cluster resolver of a multi-worker job.
+
+    Args:
+      cluster: "tf_config" (the `TF_CONFIG` environment variable: Kubernetes, Vertex AI, our
+        local launcher) or "slurm" (`SlurmClusterResolver` reads `SLURM_*` variables).
+
+    Returns:
+      A `tf.distribute.cluster_resolver.ClusterResolver`.
+
+    Raises:
+      InputError: an unknown cluster kind, or `TF_CONFIG` missing / malformed.
+    """
+    if cluster == "slurm":
+        try:
+            # Give the GPU count explicitly: otherwise the resolver runs nvidia-smi, which does
+            # not exist on CPU nodes.
+            gpus = len(tf.config.list_physical_devices("GPU"))
+            return tf.distribute.cluster_resolver.SlurmClusterResolver(gpus_per_node=gpus)
+        except (RuntimeError, KeyError, ValueError) as err:
+            raise InputError(f"--cluster=slurm but the Slurm environment is unusable: {err}") from None
+    if cluster != "tf_config":
+        raise InputError(f"unknown cluster {cluster!r}; choose one of: {', '.join(CLUSTERS)}")
+    raw = os.environ.get("TF_CONFIG", "")
+    try:
+        parsed = json.loads(raw) if raw else {}
+    except json.JSONDecodeError as err:
+        raise InputError(f"TF_CONFIG is not valid JSON ({err.msg}); see WORKSPACE.md") from None
+    if "cluster" not in parsed or "task" not in parsed:
+        raise InputError(
+            "--strategy=multi_worker needs TF_CONFIG with 'cluster' and 'task' "
+            "(use python -m launch.multiworker locally; see WORKSPACE.md)"
+        )
+    return tf.distribute.cluster_resolver.TFConfigClusterResolver()
+
+
+def get_strategy(name: str = "auto", cluster: str = "tf_config") -> tf.distribute.Strategy:
+    """Creates a strategy by name; the only place strategies are chosen.
 
     Args:
       name: "auto" (MirroredStrategy over all GPUs when there are several, else the default
-        strategy), "default", "one_device" (first GPU, else CPU) or "mirrored" (all GPUs, or
-        all logical CPUs when there is no GPU).
+        strategy), "default", "one_device" (first GPU, else CPU), "mirrored" (all GPUs, or all
+        logical CPUs when there is no GPU), "multi_worker" (MultiWorkerMirroredStrategy over the
+        cluster that `cluster` describes) or "tpu" (TPUStrategy; needs a TPU runtime).
+      cluster: for "multi_worker": "tf_config" or "slurm".
 
     Returns:
       The strategy.
 
     Raises:
-      InputError: an unknown name.
+      InputError: an unknown name, or a cluster that cannot be resolved.
     """
     if name not in STRATEGIES:
         raise InputError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
@@ -32,6 +74,19 @@ def get_strategy(name: str = "auto") -> tf.distribute.Strategy:
         return tf.distribute.get_strategy()
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy(
+            cluster_resolver=cluster_resolver(cluster)
+        )
+    if name == "tpu":
+        # Wired as TensorFlow documents it; untestable without a TPU runtime.
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, RuntimeError, tf.errors.OpError) as err:
+            raise InputError(f"--strategy=tpu but no TPU is reachable: {err}") from None
+        return tf.distribute.TPUStrategy(resolver)
     devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
     return tf.distribute.MirroredStrategy(devices)
 
@@ -58,12 +113,7 @@ def distribute_pk_dataset(strategy, make_dataset, classes_per_batch: int, start_
       InputError: P not divisible by the number of replicas.
     """
     replicas = strategy.num_replicas_in_sync
-    if classes_per_batch % replicas:
-        raise InputError(
-            f"classes_per_batch={classes_per_batch} is not divisible by the {replicas} replicas; "
-            f"use a multiple of {replicas}"
-        )
-    per_replica = classes_per_batch // replicas
+    per_replica = classes_per_replica(strategy, classes_per_batch)
     if replicas == 1:
         return make_dataset(per_replica, 0, start_step)
 
@@ -72,3 +122,28 @@ def distribute_pk_dataset(strategy, make_dataset, classes_per_batch: int, start_
         return make_dataset(per_replica, context.input_pipeline_id, start_step * local_replicas)
 
     return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def classes_per_replica(strategy, classes_per_batch: int) -> int:
+    """P per replica: every replica gets whole P×K groups.
+
+    Raises:
+      InputError: the global P is not divisible by the number of replicas.
+    """
+    replicas = strategy.num_replicas_in_sync
+    if classes_per_batch % replicas:
+        raise InputError(
+            f"classes_per_batch={classes_per_batch} is not divisible by the {replicas} replicas; "
+            f"use a multiple of {replicas}"
+        )
+    return classes_per_batch // replicas
+
+
+def is_chief(strategy) -> bool:
+    """Whether this process writes the workdir: always, except non-chief multi-worker tasks."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "chief" or (not has_chief and task_type == "worker" and task_id == 0)

@@ -7,7 +7,11 @@ import tensorflow as tf
 
 
 def embed(model, images, batch_size: int = 512) -> np.ndarray:
-    """Embeds images with `model.predict` (distributed when the model was built in a strategy).
+    """Embeds images on this host, batch by batch, in inference mode.
+
+    Deliberately not `model.predict`: under MultiWorkerMirroredStrategy `predict` is a collective
+    operation every worker must join, while callbacks and reports run wherever they are called.
+    A local forward pass reads the (synchronised) weights and needs no other worker.
 
     Args:
       model: a `SiameseModel` (or any model mapping images to embeddings).
@@ -17,7 +21,13 @@ def embed(model, images, batch_size: int = 512) -> np.ndarray:
     Returns:
       float32 embeddings [N, D].
     """
-    return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), np.float32)
+    images = np.asarray(images)
+    if images.shape[0] == 0:
+        return np.zeros((0, model.output_shape[-1]), np.float32)
+    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    chunks = [forward(tf.constant(images[i : i + batch_size]))
+              for i in range(0, images.shape[0], batch_size)]
+    return np.concatenate([np.asarray(c, np.float32) for c in chunks])
 
 
 def pair_set_distances(model, images, pairs, batch_size: int = 512) -> np.ndarray:

@@ -123,3 +123,97 @@ def test_pairs_bad_input_is_a_clear_error():
         pair_indices(np.zeros(5, np.int64), batch_size=4, seed=0)
     with pytest.raises(InputError, match="differ in length"):
         balanced_pairs(IMAGES[:3], LABELS, batch_size=4, seed=0)
+
+
+# --- sources, reporting, class weighting -------------------------------------------------------
+
+
+def test_samplers_take_a_source_and_apply_its_map_fn():
+    from siamese_tf.data import Source
+
+    images = np.zeros((LABELS.size, 4, 4, 1), np.uint8)
+    images[:, 0, 0, 0] = np.arange(LABELS.size)
+    source = Source(images, LABELS, image_shape=(8, 8, 1))  # resized after sampling
+    batch, labels = next(iter(pk_batches(source, classes_per_batch=2, samples_per_class=3,
+                                         seed=0)))
+    assert batch.shape == (6, 8, 8, 1) and batch.dtype == np.uint8
+    (a, b), same = next(iter(balanced_pairs(source, batch_size=4, seed=0)))
+    assert a.shape == b.shape == (4, 8, 8, 1)
+    with pytest.raises(InputError, match="not both"):
+        pk_batches(source, LABELS, classes_per_batch=2, samples_per_class=2, seed=0)
+    with pytest.raises(InputError, match="labels are required"):
+        balanced_pairs(IMAGES, batch_size=4, seed=0)
+
+
+def test_single_example_classes_are_reported_once(caplog):
+    import logging
+
+    labels = np.array([5, 5, 6, 6, 7, 8, 8, 9])  # 7 and 9 have one example
+    with caplog.at_level(logging.WARNING):
+        pk_indices(labels, classes_per_batch=2, samples_per_class=2, seed=0)
+        pk_indices(labels, classes_per_batch=2, samples_per_class=2, seed=1, stream=1)
+        pair_indices(labels, batch_size=4, seed=0)
+    reports = [r.getMessage() for r in caplog.records if "single example" in r.getMessage()]
+    assert len(reports) == 1 and "2 classes" in reports[0] and "labels 7, 9" in reports[0]
+
+
+def test_proportional_weighting_draws_classes_by_size():
+    labels = np.repeat([0, 1], [4, 36])
+
+    def share_of_big(weighting):
+        ds = pair_indices(labels, batch_size=20, seed=0, class_weighting=weighting)
+        picks = np.concatenate([labels[a[:10]] for a, _, _ in take(ds, 30)])
+        return np.mean(picks == 1)
+
+    assert abs(share_of_big("uniform") - 0.5) < 0.1
+    assert abs(share_of_big("proportional") - 0.9) < 0.06
+
+
+# --- fixed evaluation sets and splits ----------------------------------------------------------
+
+
+def test_cached_fixed_pairs_reuse_the_cache(tmp_path):
+    from siamese_tf.data import cached_fixed_pairs, fixed_pairs
+
+    first = cached_fixed_pairs(LABELS, 50, seed=3, cache_dir=tmp_path)
+    files = list(tmp_path.glob("pairs-*.npz"))
+    assert len(files) == 1
+    again = cached_fixed_pairs(LABELS, 50, seed=3, cache_dir=tmp_path)
+    expected = fixed_pairs(LABELS, 50, seed=3)
+    for pairs in (first, again):
+        np.testing.assert_array_equal(pairs.a, expected.a)
+        np.testing.assert_array_equal(pairs.same, expected.same)
+    assert first.same.sum() == 25  # balanced
+    cached_fixed_pairs(LABELS, 50, seed=4, cache_dir=tmp_path)
+    cached_fixed_pairs(LABELS[1:], 50, seed=3, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("pairs-*.npz"))) == 3  # keyed by labels, size and seed
+    files[0].write_bytes(b"corrupt")  # a damaged cache is recomputed, not trusted
+    np.testing.assert_array_equal(cached_fixed_pairs(LABELS, 50, 3, tmp_path).b, expected.b)
+
+
+def test_source_episodes_and_their_rows():
+    from siamese_tf.data import episode_rows, source_episodes
+
+    episodes = source_episodes(LABELS, n_way=3, k_shot=2, num_queries=1, num_episodes=4, seed=0)
+    assert episodes.support.shape == (4, 3, 2) and episodes.query.shape == (4, 3)
+    rows, support, query = episode_rows(episodes)
+    np.testing.assert_array_equal(rows[support], episodes.support)
+    np.testing.assert_array_equal(rows[query], episodes.query)
+    with pytest.raises(InputError, match="5-way"):
+        source_episodes(LABELS, n_way=5, k_shot=4, num_queries=1)
+
+
+def test_class_split_is_disjoint_and_example_split_is_stratified():
+    from siamese_tf.data import split_indices
+
+    labels = np.repeat(np.arange(20), 6)
+    by_class = split_indices(labels, calibration_fraction=0.2, test_fraction=0.2, seed=0,
+                             split_by="class")
+    parts = [set(labels[rows]) for rows in (by_class.train, by_class.calibration, by_class.test)]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    assert sum(by_class.sizes().values()) == labels.size
+    again = split_indices(labels, calibration_fraction=0.2, test_fraction=0.2, seed=0,
+                          split_by="class")
+    np.testing.assert_array_equal(by_class.test, again.test)
+    by_example = split_indices(labels, calibration_fraction=0.2, test_fraction=0.2, seed=0)
+    assert set(labels[by_example.test]) == set(labels[by_example.train]) == set(range(20))

@@ -8,6 +8,9 @@ import json
 from siamese_tf.errors import InputError
 
 
+LR_SCHEDULES = ("constant", "cosine", "step")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Hyperparameters of a metric-learning run. Defaults give the embedded digits job."""
@@ -28,9 +31,17 @@ class TrainConfig:
     samples_per_class: int = 8
     class_weighting: str = "uniform"
     learning_rate: float = 1e-3
+    lr_schedule: str = "constant"
     epochs: int = 10
     steps_per_epoch: int = 150
+    max_steps: int = 0
     seed: int = 0
+    deterministic: bool = False
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    cross_replica_mining: bool = False
+    save_every_steps: int = 100
+    keep_checkpoints: int = 3
     calibration_pairs: int = 2000
     test_pairs: int = 4000
     threshold_rule: str = "eer"
@@ -38,7 +49,8 @@ class TrainConfig:
 
     def __post_init__(self):
         positive = ("embedding_dim", "classes_per_batch", "samples_per_class", "epochs",
-                    "steps_per_epoch", "calibration_pairs", "test_pairs", "eval_batch_size")
+                    "steps_per_epoch", "calibration_pairs", "test_pairs", "eval_batch_size",
+                    "keep_checkpoints")
         for name in positive:
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -50,6 +62,12 @@ class TrainConfig:
             raise InputError(
                 f"classes_per_batch must be >= 2 to form negatives, got {self.classes_per_batch}"
             )
+        if self.max_steps < 0 or self.save_every_steps < 0:
+            raise InputError("max_steps and save_every_steps must be >= 0 (0 disables them)")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise InputError(
+                f"unknown lr_schedule {self.lr_schedule!r}; choose one of: {', '.join(LR_SCHEDULES)}"
+            )
         for name in ("learning_rate", "margin"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -57,6 +75,12 @@ class TrainConfig:
     def to_json(self) -> str:
         """The config as indented JSON (config.json)."""
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @property
+    def total_steps(self) -> int:
+        """Steps of the whole run: epochs × steps_per_epoch, capped by max_steps when set."""
+        total = self.epochs * self.steps_per_epoch
+        return min(total, self.max_steps) if self.max_steps else total
 
     @classmethod
     def field_names(cls) -> tuple:

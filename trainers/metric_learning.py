@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ import time
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from siamese_tf import losses as losses_lib
 from siamese_tf.callbacks import MetricsJsonl, ThresholdCalibration
@@ -22,14 +24,17 @@ from siamese_tf.data import (
     pk_batches,
     split_indices,
 )
-from siamese_tf.distribute import distribute_pk_dataset
+from siamese_tf.checkpointing import TrainingState
+from siamese_tf.distribute import classes_per_replica, distribute_pk_dataset, is_chief
 from siamese_tf.errors import InputError
 from siamese_tf.evaluation import metrics as eval_metrics
 from siamese_tf.evaluation.retrieval import nearest_neighbour_accuracy
 from siamese_tf.heads import PairClassifierHead
 from siamese_tf.inference import embed, pair_set_distances
-from siamese_tf.models import SiameseModel, build_encoder
+from siamese_tf.models import UNCALIBRATED, SiameseModel, build_encoder
+from trainers import workdir as wd
 from trainers.config import TrainConfig
+from trainers.training_loop import fit_resumable
 
 TRIPLET_LOSSES = {
     "triplet_semihard": losses_lib.TripletSemiHardLoss,
@@ -87,6 +92,18 @@ def prepare_data(config: TrainConfig) -> PreparedData:
                         source.take(splits.test))
 
 
+def learning_rate(config: TrainConfig):
+    """The learning rate or schedule over the run's total steps."""
+    if config.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, config.total_steps)
+    if config.lr_schedule == "step":
+        # Divide by 10 at 50% and 75% of the run.
+        boundaries = [config.total_steps // 2, (3 * config.total_steps) // 4]
+        values = [config.learning_rate, config.learning_rate / 10, config.learning_rate / 100]
+        return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+    return config.learning_rate
+
+
 def build_model(config: TrainConfig, image_shape) -> SiameseModel:
     """Builds and compiles the model. Call inside `strategy.scope()`."""
     encoder = build_encoder(config.encoder, image_shape, config.embedding_dim)
@@ -102,31 +119,34 @@ def build_model(config: TrainConfig, image_shape) -> SiameseModel:
         loss = losses_lib.ContrastiveLoss(margin=config.margin)
     else:
         loss = keras.losses.BinaryCrossentropy()
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate(config)), loss=loss,
+                  jit_compile=config.jit_compile)
     model.build((None, *image_shape))
     return model
 
 
-def make_train_dataset(config: TrainConfig, train: ArraySource, strategy, start_step: int = 0):
-    """The training input: per-replica P×K (or balanced pair) pipelines."""
+def make_train_dataset(config: TrainConfig, train: ArraySource, strategy, start_step: int = 0,
+                       classes_per_batch: int | None = None):
+    """The training input: per-replica P×K (or balanced pair) pipelines from `start_step` on."""
 
-    def make(classes_per_replica, stream, start_element):
+    def make(replica_classes, stream, start_element):
         if config.loss in TRIPLET_LOSSES:
             return pk_batches(
                 train.images, train.labels,
-                classes_per_batch=classes_per_replica,
+                classes_per_batch=replica_classes,
                 samples_per_class=config.samples_per_class,
                 seed=config.seed, start_step=start_element, stream=stream,
                 class_weighting=config.class_weighting,
             )
         return balanced_pairs(
             train.images, train.labels,
-            batch_size=classes_per_replica * config.samples_per_class,
+            batch_size=replica_classes * config.samples_per_class,
             seed=config.seed, start_step=start_element, stream=stream,
             class_weighting=config.class_weighting,
         )
 
-    return distribute_pk_dataset(strategy, make, config.classes_per_batch, start_step)
+    return distribute_pk_dataset(strategy, make, classes_per_batch or config.classes_per_batch,
+                                 start_step)
 
 
 def evaluate_test(model: SiameseModel, config: TrainConfig, data: PreparedData) -> dict:
@@ -147,9 +167,24 @@ def evaluate_test(model: SiameseModel, config: TrainConfig, data: PreparedData) 
     return report
 
 
+def weights_digest(model) -> str:
+    """SHA-256 of every weight's bytes: equal digests mean bit-identical models."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()
+
+
+class Preempted(Exception):
+    """The job received a preemption signal, saved a backup and stopped; re-run to resume."""
+
+
 def train_and_evaluate(config: TrainConfig, workdir: str, strategy, data: PreparedData | None = None,
-                       verbose: int = 1) -> dict:
-    """Trains, calibrates and reports one run into `workdir`.
+                       verbose: int = 1, preemption=None) -> dict:
+    """Trains (or resumes), calibrates and reports one run into `workdir`.
+
+    Re-running on the same workdir resumes from the last backup; a finished run is reported
+    again without training.
 
     Args:
       config: the run's hyperparameters.
@@ -157,41 +192,87 @@ def train_and_evaluate(config: TrainConfig, workdir: str, strategy, data: Prepar
       strategy: the `tf.distribute.Strategy` to build and train under.
       data: already prepared data (from `prepare_data`), else prepared here.
       verbose: Keras `fit` verbosity (1: progress bar).
+      preemption: a `siamese_tf.checkpointing.PreemptionSignal`, or None.
 
     Returns:
       The report (also written to `workdir/report.json`).
+
+    Raises:
+      Preempted: a preemption signal arrived; a backup was saved.
+      siamese_tf.checkpointing.NonFiniteLossError: the loss became NaN or infinite.
     """
     data = data or prepare_data(config)
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-        payload = json.loads(config.to_json())
-        payload["split_sizes"] = data.splits.sizes()
-        json.dump(payload, f, indent=2, sort_keys=True)
+    chief = is_chief(strategy)
+    config_dict = json.loads(config.to_json())
+    if chief:
+        os.makedirs(workdir, exist_ok=True)
+        wd.write_json_atomic(wd.path(workdir, wd.CONFIG),
+                             {**config_dict, "split_sizes": data.splits.sizes()})
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(config.seed)
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with strategy.scope():
+            model = build_model(config, data.source.image_shape)
+            model.prebuild(_per_replica_spec(config, data.train, strategy))
+        state = TrainingState(model, workdir, is_chief=chief, keep=config.keep_checkpoints)
+        report = _train_and_report(config, workdir, strategy, data, model, state, chief,
+                                   verbose, preemption)
+    finally:
+        if config.mixed_precision:
+            keras.mixed_precision.set_global_policy("float32")
+    return report
 
-    with strategy.scope():
-        model = build_model(config, data.source.image_shape)
-    dataset = make_train_dataset(config, data.train, strategy)
+
+def _per_replica_spec(config, train, strategy):
+    """Element spec of one replica's batches (what `train_step` sees)."""
+    single = make_train_dataset(config, train, tf.distribute.get_strategy(),
+                                classes_per_batch=classes_per_replica(strategy,
+                                                                      config.classes_per_batch))
+    return single.element_spec
+
+
+def _train_and_report(config, workdir, strategy, data, model, state, chief, verbose, preemption):
     calibration_pairs = fixed_pairs(data.calibration.labels, config.calibration_pairs,
                                     seed=config.seed + 1)
-    callbacks = [
-        ThresholdCalibration(data.calibration.images, calibration_pairs, rule=config.threshold_rule,
-                             batch_size=config.eval_batch_size),
-        MetricsJsonl(os.path.join(workdir, "metrics.jsonl"), config.steps_per_epoch),
-    ]
+    callbacks = [ThresholdCalibration(data.calibration.images, calibration_pairs,
+                                      rule=config.threshold_rule,
+                                      batch_size=config.eval_batch_size)]
+    if chief:
+        callbacks += [
+            MetricsJsonl(wd.path(workdir, wd.METRICS), config.steps_per_epoch),
+            keras.callbacks.TensorBoard(wd.path(workdir, wd.LOGS), write_graph=False),
+        ]
     start = time.perf_counter()
-    history = model.fit(dataset, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
-                        callbacks=callbacks, verbose=verbose)
+    result = fit_resumable(
+        model, state,
+        lambda step: make_train_dataset(config, data.train, strategy, start_step=step),
+        steps_per_epoch=config.steps_per_epoch, total_steps=config.total_steps,
+        callbacks=callbacks, save_every_steps=config.save_every_steps, preemption=preemption,
+        verbose=verbose,
+        on_restore=(lambda step: wd.truncate_metrics(workdir, step)) if chief else None,
+    )
     train_seconds = time.perf_counter() - start
-
-    model.save(os.path.join(workdir, "model.keras"))
+    state.close()
+    if result.preempted_at is not None:
+        raise Preempted(f"preempted at step {result.preempted_at}: a backup was saved in "
+                        f"{workdir}/backup; re-run the same command to resume")
+    if float(model.threshold.numpy()) == UNCALIBRATED:
+        callbacks[0].set_model(model)
+        callbacks[0].calibrate()  # A resumed, already finished run: calibrate once more.
     report = evaluate_test(model, config, data)
     report.update(
         train_seconds=round(train_seconds, 2),
-        epochs=config.epochs,
-        steps=config.epochs * config.steps_per_epoch,
+        start_step=result.start_step,
+        steps=result.end_step,
+        epochs=-(-result.end_step // config.steps_per_epoch),
         replicas=strategy.num_replicas_in_sync,
-        calibration={k: v[-1] for k, v in history.history.items() if k.startswith("val_")},
+        weights_sha256=weights_digest(model),
+        calibration={k: v[-1] for k, v in result.history.items() if k.startswith("val_")},
     )
-    with open(os.path.join(workdir, "report.json"), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2, sort_keys=True)
+    if chief:
+        wd.save_model_atomic(model, wd.path(workdir, wd.MODEL))
+        wd.write_json_atomic(wd.path(workdir, wd.REPORT), report)
     return report

@@ -9,6 +9,38 @@ import numpy as np
 from siamese_tf.errors import InputError
 
 
+def as_int_labels(labels) -> np.ndarray:
+    """Validates labels and returns them as int64 [N].
+
+    Args:
+      labels: array-like of shape [N] or [N, 1]; integers, or floats with integral values.
+
+    Returns:
+      int64 labels [N].
+
+    Raises:
+      InputError: a wrong shape, no labels at all, or non-integer labels (strings, fractions).
+    """
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise InputError(f"labels must have shape [N], got {labels.shape}")
+    if labels.size == 0:
+        raise InputError("the source is empty: no examples to sample from")
+    if np.issubdtype(labels.dtype, np.integer):
+        return labels.astype(np.int64, copy=False)
+    if (
+        np.issubdtype(labels.dtype, np.floating)
+        and np.all(np.isfinite(labels))
+        and np.all(np.mod(labels, 1) == 0)
+    ):
+        return labels.astype(np.int64)
+    raise InputError(
+        f"labels must be integers, got dtype {labels.dtype}; map class names to ids first"
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class ClassIndex:
     """Rows grouped by class so a sampler can pick "example j of class c" with two lookups.
@@ -38,24 +70,13 @@ class ClassIndex:
         Raises:
           InputError: empty or non-integer labels.
         """
-        labels = np.asarray(labels)
-        if labels.ndim == 2 and labels.shape[1] == 1:
-            labels = labels[:, 0]
-        if labels.ndim != 1:
-            raise InputError(f"labels must have shape [N], got {labels.shape}")
-        if labels.size == 0:
-            raise InputError("the source is empty: no examples to sample from")
-        if not np.issubdtype(labels.dtype, np.integer):
-            if np.issubdtype(labels.dtype, np.floating) and np.all(np.mod(labels, 1) == 0):
-                labels = labels.astype(np.int64)
-            else:
-                raise InputError(
-                    f"labels must be integers, got dtype {labels.dtype}; map class names to ids first"
-                )
+        labels = as_int_labels(labels)
         # A stable sort keeps each class's examples in source order, so the index (and every batch
         # drawn from it) depends only on the data, not on the sort algorithm.
         order = np.argsort(labels, kind="stable").astype(np.int64)
-        class_labels, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
+        class_labels, starts, counts = np.unique(
+            labels[order], return_index=True, return_counts=True
+        )
         return cls(order, class_labels, starts.astype(np.int64), counts.astype(np.int64))
 
     @property
@@ -67,3 +88,7 @@ class ClassIndex:
     def num_examples(self) -> int:
         """Number of indexed examples."""
         return int(self.order.size)
+
+    def single_example_classes(self) -> np.ndarray:
+        """Labels of the classes with exactly one example (they can form no positive pair)."""
+        return self.class_labels[self.counts == 1]

@@ -1,7 +1,9 @@
 """In-graph, stateless batch samplers: P×K batches and balanced pair batches.
 
-Every batch is a pure function of `(seed, stream, step)`: the per-step random seed is
-`fold_in(fold_in([seed, 0], stream), step)` and all draws use stateless random ops. Hence
+Every batch is a pure function of `(seed, stream, step)`. Steps are drawn a block at a time
+(block b holds steps b·S .. b·S + S - 1, with S a constant fixed by the data's size, see
+`block_size`) so the per-call cost of `tf.data` is paid once per S batches; the block's seed is
+`fold_in(fold_in([seed, 0], stream), b)` and all draws use stateless random ops. Hence
 
 * the same seed gives the same batches, on any machine;
 * different streams (replicas, workers) draw different batches without coordination;
@@ -14,15 +16,53 @@ and only then are the rows gathered (and decoded, if a `map_fn` is given) in a p
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
 
 from siamese_tf.data.class_index import ClassIndex
+from siamese_tf.data.images import compose
+from siamese_tf.data.sources import Source
 from siamese_tf.errors import InputError
 
 CLASS_WEIGHTINGS = ("uniform", "proportional")
+
+log = logging.getLogger(__name__)
+
+# Single-example class sets already reported: a sampler built once per replica pipeline (or
+# once per epoch by a caller) reports the same data once per process.
+_REPORTED: set = set()
+
+
+def warn_single_example_classes(single_labels, name: str = "") -> None:
+    """Logs once per process and data set that some classes hold a single example.
+
+    Such classes can form no positive pair: P×K samplers never draw them, pair samplers draw
+    them only in negatives.
+
+    Args:
+      single_labels: labels of the single-example classes (nothing is logged when empty).
+      name: the data set's name, for the message.
+    """
+    single_labels = np.asarray(single_labels, np.int64)
+    if single_labels.size == 0:
+        return
+    key = (name, single_labels.size, single_labels.tobytes())
+    if key in _REPORTED:
+        return
+    _REPORTED.add(key)
+    shown = ", ".join(str(v) for v in single_labels[:10])
+    more = ", ..." if single_labels.size > 10 else ""
+    log.warning(
+        "%s%d classes have a single example (labels %s%s): they form no positive pair and are "
+        "excluded from positive draws",
+        f"{name}: " if name else "",
+        single_labels.size,
+        shown,
+        more,
+    )
 
 
 def step_seed(seed: int, stream, step) -> tf.Tensor:
@@ -39,6 +79,46 @@ def step_seed(seed: int, stream, step) -> tf.Tensor:
     base = tf.constant([seed, 0], dtype=tf.int64)
     with_stream = tf.random.experimental.stateless_fold_in(base, tf.cast(stream, tf.int64))
     return tf.random.experimental.stateless_fold_in(with_stream, tf.cast(step, tf.int64))
+
+
+# Largest per-block intermediate (random keys over classes, for instance), in elements.
+_BLOCK_ELEMENTS = 1 << 20
+_MAX_BLOCK = 64
+
+
+def block_size(elements_per_step: int) -> int:
+    """Steps drawn per call: up to 64, fewer when one step's draws are large.
+
+    Args:
+      elements_per_step: the largest intermediate of one step (e.g. one key per class).
+
+    Returns:
+      S; part of the sampling algorithm (a function of the data only), so batches stay a pure
+      function of (seed, stream, step).
+    """
+    return int(max(1, min(_MAX_BLOCK, _BLOCK_ELEMENTS // max(1, int(elements_per_step)))))
+
+
+class _Blocks:
+    """Blocks of S steps: `dataset` yields block b (steps b·S ..) stacked, from the block of
+    `start_step` on; `skip` steps of the first block precede `start_step`."""
+
+    def __init__(self, start_step: int, block: int, sample_block: Callable):
+        first = int(start_step) // block
+        self.block = block
+        self.skip = int(start_step) - first * block
+        self.dataset = tf.data.Dataset.counter(first, dtype=tf.int64).map(
+            sample_block, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
+
+    def steps(self, dataset: tf.data.Dataset | None = None) -> tf.data.Dataset:
+        """One element per step (of `dataset`, a map of the blocks, when given)."""
+        # Resuming inside a block draws the whole block and drops its first steps: same batches.
+        # flat_map over slices: several times faster than `unbatch` for large image blocks.
+        ds = (self.dataset if dataset is None else dataset).flat_map(
+            lambda *block: tf.data.Dataset.from_tensor_slices(block)
+        )
+        return ds.skip(self.skip)
 
 
 def _draw_k_offsets(counts: tf.Tensor, k: int, seed: tf.Tensor) -> tf.Tensor:
@@ -73,8 +153,17 @@ def _draw_k_offsets(counts: tf.Tensor, k: int, seed: tf.Tensor) -> tf.Tensor:
     return tf.where(counts[:, None] >= k, without_replacement, with_replacement)
 
 
-def _class_keys(shape, seed, log_weights):
-    """Gumbel keys: top-k of them is sampling without replacement, uniform or weighted."""
+def class_keys(shape, seed, log_weights):
+    """Gumbel keys over classes: their top-k is a draw of k classes without replacement.
+
+    Args:
+      shape: [C], the number of classes.
+      seed: stateless seed [2].
+      log_weights: None (uniform) or float32 [C] log class weights (proportional draws).
+
+    Returns:
+      float32 keys [C].
+    """
     uniforms = tf.random.stateless_uniform(shape, seed=seed, minval=1e-12, maxval=1.0)
     gumbel = -tf.math.log(-tf.math.log(uniforms))
     return gumbel if log_weights is None else gumbel + log_weights
@@ -105,10 +194,17 @@ class _IndexTensors:
         return tf.gather(self.order, tf.gather(self.starts, classes) + offsets)
 
 
-def _as_index(images, labels) -> ClassIndex:
-    if images is not None and len(images) != len(labels):
+def _unpack(images, labels, map_fn):
+    """(stored images, labels, map_fn) from arrays or a `Source` (its decode runs first)."""
+    if isinstance(images, Source):
+        if labels is not None:
+            raise InputError("pass either a Source or images and labels, not both")
+        return images.images, images.labels, compose(images.map_fn, map_fn)
+    if labels is None:
+        raise InputError("labels are required when images are an array")
+    if len(images) != len(labels):
         raise InputError(f"images and labels differ in length: {len(images)} vs {len(labels)}")
-    return ClassIndex.from_labels(labels)
+    return images, labels, map_fn
 
 
 def pk_indices(
@@ -126,7 +222,7 @@ def pk_indices(
 
     Each batch holds P distinct classes and K examples of each, grouped class by class; examples
     are drawn without replacement when the class has K or more (else with replacement). Classes
-    with a single example cannot form a positive pair and are never drawn.
+    with a single example cannot form a positive pair and are never drawn (reported once).
 
     Args:
       labels: integer labels [N].
@@ -144,29 +240,56 @@ def pk_indices(
     Raises:
       InputError: non-positive P or K, or fewer eligible classes than P.
     """
+    return _pk_blocks(
+        labels,
+        classes_per_batch=classes_per_batch,
+        samples_per_class=samples_per_class,
+        seed=seed,
+        start_step=start_step,
+        stream=stream,
+        class_weighting=class_weighting,
+        index=index,
+    ).steps()
+
+
+def _pk_blocks(
+    labels,
+    *,
+    classes_per_batch: int,
+    samples_per_class: int,
+    seed: int,
+    start_step: int = 0,
+    stream: int = 0,
+    class_weighting: str = "uniform",
+    index: ClassIndex | None = None,
+) -> _Blocks:
+    """`pk_indices` as blocks of S steps (see `_Blocks`)."""
     p, k = int(classes_per_batch), int(samples_per_class)
     if p < 1 or k < 1:
         raise InputError(f"classes_per_batch and samples_per_class must be >= 1, got {p} and {k}")
     index = index or ClassIndex.from_labels(labels)
     tensors = _IndexTensors(index, min_count=2, class_weighting=class_weighting)
+    warn_single_example_classes(index.single_example_classes())
     if tensors.num_eligible < p:
         raise InputError(
             f"classes_per_batch={p} but only {tensors.num_eligible} classes have 2 or more "
             f"examples (of {index.num_classes}); lower classes_per_batch"
         )
 
-    def sample(step):  # Runs in the input pipeline, once per batch.
+    block = block_size(tensors.num_eligible)
+
+    def sample_block(b):  # Runs in the input pipeline, once per S batches.
         class_seed, offset_seed = tf.unstack(
-            tf.random.experimental.stateless_split(step_seed(seed, stream, step), 2)
+            tf.random.experimental.stateless_split(step_seed(seed, stream, b), 2)
         )
-        keys = _class_keys([tensors.num_eligible], class_seed, tensors.log_weights)
-        classes = tf.cast(tf.math.top_k(keys, k=p).indices, tf.int64)
+        keys = class_keys([block, tensors.num_eligible], class_seed, tensors.log_weights)
+        classes = tf.reshape(tf.cast(tf.math.top_k(keys, k=p).indices, tf.int64), [-1])
         offsets = _draw_k_offsets(tf.gather(tensors.counts, classes), k, offset_seed)
         rows = tensors.rows(tf.repeat(classes[:, None], k, axis=1), offsets)
         batch_labels = tf.repeat(tf.gather(tensors.labels, classes), k)
-        return tf.reshape(rows, [p * k]), batch_labels
+        return tf.reshape(rows, [block, p * k]), tf.reshape(batch_labels, [block, p * k])
 
-    return tf.data.Dataset.counter(start_step, dtype=tf.int64).map(sample)
+    return _Blocks(start_step, block, sample_block)
 
 
 def pair_indices(
@@ -184,7 +307,7 @@ def pair_indices(
     The first `batch_size // 2` pairs are positive (two different examples of one class), the
     remaining `batch_size - batch_size // 2` negative (two different classes): an odd batch has
     one negative more than positives. Positive classes are drawn among classes with at least two
-    examples; single-example classes appear only in negatives.
+    examples; single-example classes appear only in negatives (reported once).
 
     Args:
       labels: integer labels [N].
@@ -201,11 +324,34 @@ def pair_indices(
     Raises:
       InputError: B < 2, no class with two examples, or fewer than two classes.
     """
+    return _pair_blocks(
+        labels,
+        batch_size=batch_size,
+        seed=seed,
+        start_step=start_step,
+        stream=stream,
+        class_weighting=class_weighting,
+        index=index,
+    ).steps()
+
+
+def _pair_blocks(
+    labels,
+    *,
+    batch_size: int,
+    seed: int,
+    start_step: int = 0,
+    stream: int = 0,
+    class_weighting: str = "uniform",
+    index: ClassIndex | None = None,
+) -> _Blocks:
+    """`pair_indices` as blocks of S steps (see `_Blocks`)."""
     b = int(batch_size)
     if b < 2:
         raise InputError(f"batch_size must be >= 2 for balanced pairs, got {b}")
     index = index or ClassIndex.from_labels(labels)
     positives = _IndexTensors(index, min_count=2, class_weighting=class_weighting)
+    warn_single_example_classes(index.single_example_classes())
     negatives = _IndexTensors(index, min_count=1, class_weighting=class_weighting)
     if positives.num_eligible < 1:
         raise InputError("no class has two or more examples: no positive pair can be drawn")
@@ -225,62 +371,100 @@ def pair_indices(
         shift = 1 + tf.cast(tf.floor(u * tf.cast(n_values - 1, tf.float64)), tf.int64)
         return (first + shift) % n_values
 
-    def sample(step):  # Runs in the input pipeline, once per batch.
+    # Proportional draws hold [pairs, classes] logits; uniform ones only [pairs].
+    per_step = b * (negatives.num_eligible if class_weighting == "proportional" else 1)
+    block = block_size(per_step)
+    n_p, n_n = block * n_pos, block * n_neg  # draws per block
+
+    def sample_block(step_block):  # Runs in the input pipeline, once per S batches.
         seeds = tf.unstack(
-            tf.random.experimental.stateless_split(step_seed(seed, stream, step), 4)
+            tf.random.experimental.stateless_split(step_seed(seed, stream, step_block), 5)
         )
-        u = tf.random.stateless_uniform([4, max(n_pos, n_neg)], seed=seeds[0], dtype=tf.float64)
+        u = tf.random.stateless_uniform([4, max(n_p, n_n)], seed=seeds[0], dtype=tf.float64)
         # Positives: one class, two distinct offsets.
-        pos_class = draw_classes(positives, n_pos, seeds[1])
+        pos_class = draw_classes(positives, n_p, seeds[1])
         count = tf.gather(positives.counts, pos_class)
-        off_a = tf.cast(tf.floor(u[0, :n_pos] * tf.cast(count, tf.float64)), tf.int64)
-        off_b = draw_other(off_a, count, u[1, :n_pos])
+        off_a = tf.cast(tf.floor(u[0, :n_p] * tf.cast(count, tf.float64)), tf.int64)
+        off_b = draw_other(off_a, count, u[1, :n_p])
         # Negatives: two distinct classes, one offset each.
-        neg_a = draw_classes(negatives, n_neg, seeds[2])
+        neg_a = draw_classes(negatives, n_n, seeds[2])
         if negatives.log_weights is None:
-            neg_b = draw_other(neg_a, negatives.num_eligible, u[2, :n_neg])
+            neg_b = draw_other(neg_a, negatives.num_eligible, u[2, :n_n])
         else:
             # Proportional: the second class is drawn by size among the others.
-            logits = tf.repeat(negatives.log_weights[None, :], n_neg, axis=0)
+            logits = tf.repeat(negatives.log_weights[None, :], n_n, axis=0)
             logits = tf.where(
                 tf.one_hot(neg_a, negatives.num_eligible, on_value=True, off_value=False),
                 -np.inf,
                 logits,
             )
             neg_b = tf.random.stateless_categorical(logits, 1, seed=seeds[3], dtype=tf.int64)[:, 0]
-        uniforms = tf.random.stateless_uniform([2, n_neg], seed=seeds[3], dtype=tf.float64)
+        uniforms = tf.random.stateless_uniform([2, n_n], seed=seeds[4], dtype=tf.float64)
 
         def any_offset(classes, u_):
             counts = tf.cast(tf.gather(negatives.counts, classes), tf.float64)
             return tf.cast(tf.floor(u_ * counts), tf.int64)
 
-        rows_a = tf.concat(
-            [positives.rows(pos_class, off_a), negatives.rows(neg_a, any_offset(neg_a, uniforms[0]))],
-            axis=0,
+        def per_step(pos, neg):  # [S * n_pos], [S * n_neg] -> [S, B]
+            return tf.concat(
+                [tf.reshape(pos, [block, n_pos]), tf.reshape(neg, [block, n_neg])], axis=1
+            )
+
+        rows_a = per_step(
+            positives.rows(pos_class, off_a), negatives.rows(neg_a, any_offset(neg_a, uniforms[0]))
         )
-        rows_b = tf.concat(
-            [positives.rows(pos_class, off_b), negatives.rows(neg_b, any_offset(neg_b, uniforms[1]))],
-            axis=0,
+        rows_b = per_step(
+            positives.rows(pos_class, off_b), negatives.rows(neg_b, any_offset(neg_b, uniforms[1]))
         )
-        same = tf.concat([tf.ones([n_pos]), tf.zeros([n_neg])], axis=0)
+        same = tf.tile(tf.concat([tf.ones([1, n_pos]), tf.zeros([1, n_neg])], axis=1), [block, 1])
         return rows_a, rows_b, same
 
-    return tf.data.Dataset.counter(start_step, dtype=tf.int64).map(sample)
+    return _Blocks(start_step, block, sample_block)
 
 
-def _gather_fn(images, map_fn: Callable | None):
+# Gather a whole block of steps at once (one tf.data call per S batches) while the block's
+# stored images take at most this much memory; bigger images are gathered step by step.
+_GATHER_BLOCK_BYTES = 32 << 20
+
+
+def _stored_bytes(images: tf.Tensor) -> int:
+    """Approximate bytes of one stored image (encoded bytes count as a small string)."""
+    if images.dtype == tf.string:
+        return 1024
+    return int(np.prod(images.shape[1:])) * images.dtype.size
+
+
+def _gathered_steps(blocks: _Blocks, images, rows_per_step: int, gather_block, map_fn):
+    """Per-step batches: rows gathered a block at a time when small, then `map_fn` per step.
+
+    `gather_block(images, element)` turns a block (or one step) of row indices into images;
+    `map_fn` (decode, resize, augment) runs per step in a parallel map, so its memory and
+    latency stay those of one batch.
+    """
     images = tf.convert_to_tensor(images)
+    parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if blocks.block * rows_per_step * _stored_bytes(images) <= _GATHER_BLOCK_BYTES:
+        ds = blocks.steps(blocks.dataset.map(lambda *e: gather_block(images, *e), **parallel))
+        if map_fn is not None:
+            ds = ds.map(lambda x, *rest: (_apply(map_fn, x), *rest), **parallel)
+        return ds
+    return blocks.steps().map(lambda *e: _apply_first(map_fn, gather_block(images, *e)), **parallel)
 
-    def gather(rows):  # Runs in the input pipeline.
-        batch = tf.gather(images, rows)
-        return batch if map_fn is None else map_fn(batch)
 
-    return gather
+def _apply(map_fn, x):
+    """`map_fn` on images, or on both sides of a pair."""
+    if isinstance(x, tuple):
+        return tuple(map_fn(side) for side in x)
+    return map_fn(x)
+
+
+def _apply_first(map_fn, element):
+    return element if map_fn is None else (_apply(map_fn, element[0]), *element[1:])
 
 
 def pk_batches(
     images,
-    labels,
+    labels=None,
     *,
     classes_per_batch: int,
     samples_per_class: int,
@@ -291,29 +475,32 @@ def pk_batches(
     map_fn: Callable | None = None,
     prefetch: bool = True,
 ) -> tf.data.Dataset:
-    """Dataset of P×K batches `(images [P·K, ...], labels [P·K])` drawn from in-memory arrays.
+    """Dataset of P×K batches `(images [P·K, ...], labels [P·K])` from arrays or a `Source`.
 
-    See `pk_indices` for the sampling guarantees; rows are gathered (and passed through `map_fn`,
-    e.g. decoding or augmentation) in a parallel map after sampling.
+    See `pk_indices` for the sampling guarantees. Rows are sampled first; only then are they
+    gathered, decoded (a `Source`'s `map_fn`) and passed through `map_fn` (e.g. augmentation),
+    in a parallel map.
 
     Args:
-      images: array [N, ...] (kept as is; uint8 recommended).
-      labels: integer labels [N].
+      images: a `Source`, or an array [N, ...] (kept as is; uint8 recommended).
+      labels: integer labels [N] with an array; None with a `Source`.
       classes_per_batch: P.
       samples_per_class: K.
       seed: integer seed.
       start_step: first step to yield.
       stream: replica / worker id.
       class_weighting: "uniform" or "proportional".
-      map_fn: optional function applied to each batch of images.
+      map_fn: optional function applied to each (decoded) batch of images.
       prefetch: add `prefetch(AUTOTUNE)` at the end.
 
     Returns:
       An infinite `tf.data.Dataset`.
+
+    Raises:
+      InputError: bad arguments or data (see `pk_indices`).
     """
-    _as_index(images, labels)
-    gather = _gather_fn(images, map_fn)
-    ds = pk_indices(
+    images, labels, map_fn = _unpack(images, labels, map_fn)
+    blocks = _pk_blocks(
         labels,
         classes_per_batch=classes_per_batch,
         samples_per_class=samples_per_class,
@@ -321,13 +508,19 @@ def pk_batches(
         start_step=start_step,
         stream=stream,
         class_weighting=class_weighting,
-    ).map(lambda rows, y: (gather(rows), y), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    )
+    rows_per_step = int(classes_per_batch) * int(samples_per_class)
+
+    def gather(images_t, rows, y):  # Runs in the input pipeline.
+        return tf.gather(images_t, rows), y
+
+    ds = _gathered_steps(blocks, images, rows_per_step, gather, map_fn)
     return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds
 
 
 def balanced_pairs(
     images,
-    labels,
+    labels=None,
     *,
     batch_size: int,
     seed: int,
@@ -337,36 +530,40 @@ def balanced_pairs(
     map_fn: Callable | None = None,
     prefetch: bool = True,
 ) -> tf.data.Dataset:
-    """Dataset of balanced pair batches `((images_a, images_b), same)` from in-memory arrays.
+    """Dataset of balanced pair batches `((images_a, images_b), same)` from arrays or a `Source`.
 
-    See `pair_indices` for the balance rule and the sampling guarantees.
+    See `pair_indices` for the balance rule and the sampling guarantees. Both sides of a batch
+    are gathered (and decoded) together, then split.
 
     Args:
-      images: array [N, ...].
-      labels: integer labels [N].
+      images: a `Source`, or an array [N, ...].
+      labels: integer labels [N] with an array; None with a `Source`.
       batch_size: pairs per batch.
       seed: integer seed.
       start_step: first step to yield.
       stream: replica / worker id.
       class_weighting: "uniform" or "proportional".
-      map_fn: optional function applied to each batch of images.
+      map_fn: optional function applied to each (decoded) batch of images.
       prefetch: add `prefetch(AUTOTUNE)` at the end.
 
     Returns:
       An infinite `tf.data.Dataset`; `same` is float32 1.0 / 0.0.
+
+    Raises:
+      InputError: bad arguments or data (see `pair_indices`).
     """
-    _as_index(images, labels)
-    gather = _gather_fn(images, map_fn)
-    ds = pair_indices(
+    images, labels, map_fn = _unpack(images, labels, map_fn)
+    blocks = _pair_blocks(
         labels,
         batch_size=batch_size,
         seed=seed,
         start_step=start_step,
         stream=stream,
         class_weighting=class_weighting,
-    ).map(
-        lambda a, b, same: ((gather(a), gather(b)), same),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
     )
+
+    def gather(images_t, a, b, same):  # Runs in the input pipeline.
+        return (tf.gather(images_t, a), tf.gather(images_t, b)), same
+
+    ds = _gathered_steps(blocks, images, 2 * int(batch_size), gather, map_fn)
     return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds

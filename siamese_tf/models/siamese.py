@@ -121,7 +121,40 @@ class SiameseModel(keras.Model):
         self.negative_distance_tracker.update_state(stats["mean_negative_distance"])
         if "active_triplet_fraction" in stats:
             self.active_fraction_tracker.update_state(stats["active_triplet_fraction"])
-        return {m.name: m.result() for m in self.metrics}
+        results = {m.name: m.result() for m in self.metrics}
+        if _is_multi_worker(tf.distribute.get_strategy()):
+            # Keras reduces step outputs with strategy.reduce("MEAN", v, axis=0) under
+            # MultiWorkerMirroredStrategy, which fails on scalars; metric results are already
+            # synchronised, so a [1]-shaped copy reduces to the same value.
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
+
+    def prebuild(self, data_spec):
+        """Builds model, compiled loss/metrics and optimizer from a per-replica element spec.
+
+        Call inside `strategy.scope()` before `fit`. Keras would otherwise build lazily in
+        `_maybe_symbolic_build`, which pulls a real batch from the iterator (one training batch
+        lost per `fit` call) and, under MultiWorkerMirroredStrategy, fails by reducing a
+        distributed batch (keras-team/keras#20585, tensorflow/tensorflow#72388).
+
+        Args:
+          data_spec: the per-replica `element_spec` of the training dataset.
+        """
+        symbolic = tf.nest.map_structure(
+            lambda spec: keras.KerasTensor(spec.shape, spec.dtype.name), data_spec
+        )
+        self._symbolic_build(data_batch=symbolic)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # See `prebuild`: once everything is built there is nothing to do, and no batch to waste.
+        fully_built = (
+            self.built
+            and all(layer.built for layer in self._flatten_layers())
+            and (self.optimizer is None or self.optimizer.built)
+            and (self._compile_loss is None or self._compile_loss.built)
+        )
+        if not fully_built:
+            super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def train_step(self, data):
         """One optimisation step. Runs per replica; gradients are summed across replicas."""
@@ -155,6 +188,12 @@ class SiameseModel(keras.Model):
         if config.get("head") is not None:
             config["head"] = keras.saving.deserialize_keras_object(config["head"])
         return cls(**config)
+
+
+def _is_multi_worker(strategy) -> bool:
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+        strategy.extended._num_workers > 1  # noqa: SLF001  (no public accessor)
+    )
 
 
 def _pair_statistics(distances, same):

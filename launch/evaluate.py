@@ -1,0 +1,98 @@
+"""Evaluates a finished run: `python -m launch.evaluate --workdir=DIR [--protocol=...] [flags]`.
+
+Protocols (comma-separated for several; the split is embedded once for all):
+verification (the split's fixed pairs at the calibrated threshold, with bootstrap CIs),
+oneshot (N-way k-shot episodes), retrieval (recall@k, precision@k, MAP@R), clustering (k-means
+NMI / AMI) and omniglot_runs (Lake et al.'s 20 one-shot runs, `--runs_zip=.../all_runs.zip`).
+Each writes `DIR/eval/<protocol>.json`; `DIR/plots/*.png` get the ROC curve, the distance
+histograms and a 2-D embedding map; `--projector` writes TensorBoard projector files to
+`DIR/logs/projector/`. The data is rebuilt from `DIR/config.json` exactly as training split it.
+"""
+
+from __future__ import annotations
+
+import json
+
+from absl import flags
+
+from launch import common
+from siamese_tf.errors import InputError
+
+flags.DEFINE_string("workdir", None, "The finished run's directory (config.json, model.keras).")
+flags.DEFINE_string(
+    "protocol",
+    "verification",
+    "verification | oneshot | retrieval | clustering | omniglot_runs; comma-separated for several.",
+)
+flags.DEFINE_enum("split", "test", ["test", "calibration"], "The split to evaluate on.")
+flags.DEFINE_integer(
+    "num_pairs", 0, "verification: number of pairs; 0 uses the run's own pair set of the split."
+)
+flags.DEFINE_integer("bootstrap", 1000, "verification: bootstrap resamples for CIs (0: none).")
+flags.DEFINE_list("ways", ["5", "20"], "oneshot: N of the N-way episodes.")
+flags.DEFINE_list("shots", ["1"], "oneshot: k of the k-shot episodes.")
+flags.DEFINE_integer("queries", 1, "oneshot: queries per class and episode.")
+flags.DEFINE_integer("episodes", 1000, "oneshot: episodes per (N, k).")
+flags.DEFINE_list("ks", ["1", "2", "4", "8"], "retrieval: the k of recall@k and precision@k.")
+flags.DEFINE_integer("clusters", 0, "clustering: k-means clusters (0: the number of classes).")
+flags.DEFINE_string("runs_zip", "", "omniglot_runs: path of Lake et al.'s all_runs.zip.")
+flags.DEFINE_bool("plots", True, "Write plots/*.png (needs matplotlib).")
+flags.DEFINE_bool("projector", False, "Write TensorBoard projector files to logs/projector/.")
+flags.DEFINE_enum(
+    "projection",
+    "auto",
+    ["auto", "tsne", "pca"],
+    "Embedding map projection: auto is t-SNE up to 3000 points, PCA beyond.",
+)
+flags.DEFINE_integer("seed", None, "Seed of pairs / episodes / bootstrap; default: the run's.")
+flags.DEFINE_integer("batch_size", 0, "Images per forward pass (0: the run's eval_batch_size).")
+flags.DEFINE_string("manual_dir", "", "Overrides the run's manual_dir (the data moved).")
+flags.DEFINE_string("data_dir", "", "Overrides the run's TFDS data_dir.")
+FLAGS = flags.FLAGS
+
+
+def _ints(name: str, values) -> tuple:
+    try:
+        return tuple(int(v) for v in values)
+    except ValueError:
+        raise InputError(f"--{name} must be comma-separated integers, got {values}") from None
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise InputError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.workdir:
+        raise InputError("--workdir is required: the folder of a finished run")
+    from trainers import evaluation
+
+    options = evaluation.EvalOptions(
+        split=FLAGS.split,
+        num_pairs=FLAGS.num_pairs,
+        bootstrap=FLAGS.bootstrap,
+        ways=_ints("ways", FLAGS.ways),
+        shots=_ints("shots", FLAGS.shots),
+        queries=FLAGS.queries,
+        episodes=FLAGS.episodes,
+        ks=_ints("ks", FLAGS.ks),
+        clusters=FLAGS.clusters,
+        runs_zip=FLAGS.runs_zip,
+        plots=FLAGS.plots,
+        projector=FLAGS.projector,
+        projection=FLAGS.projection,
+        seed=FLAGS.seed,
+        batch_size=FLAGS.batch_size,
+        manual_dir=FLAGS.manual_dir,
+        data_dir=FLAGS.data_dir,
+    )
+    results = evaluation.evaluate(FLAGS.workdir, FLAGS.protocol, options)
+    for protocol, result in results.items():
+        summary = {
+            "protocol": protocol,
+            **evaluation.headline(protocol, result),
+            "json": f"{FLAGS.workdir}/{evaluation.EVAL_DIR}/{protocol}.json",
+        }
+        print("summary: " + json.dumps(summary))
+
+
+if __name__ == "__main__":
+    common.run(main)

@@ -1,0 +1,184 @@
+"""Preemption-safe checkpoints with exact, mid-epoch resume.
+
+Why not `keras.callbacks.BackupAndRestore`: in Keras 3 it restores at epoch granularity only (a
+mid-epoch backup replays the whole epoch, so batches and metrics differ from an uninterrupted
+run), writes from every worker, and overwrites its file in place (a kill during the save can
+corrupt the only copy). `tf.train.CheckpointManager` writes a new checkpoint and then atomically
+updates its `checkpoint` index, so a kill during a save leaves the previous one loadable.
+
+Two managers share one `tf.train.Checkpoint` of the model, the optimizer (its `iterations` is
+the global step) and the running metric state:
+
+* `backup/`: every `save_every_steps` steps and on preemption, 2 kept — for resuming;
+* `checkpoints/`: at every epoch end, `keep` kept (plus one every `keep_every_hours`) — history.
+
+Only the chief writes into the workdir; other workers save into a temporary directory (TF's
+multi-worker saving protocol needs every worker to save) that is deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import tempfile
+import threading
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss; the last good checkpoint was kept."""
+
+
+def _metric_variables(model):
+    return [v for metric in model.metrics for v in metric.variables]
+
+
+class TrainingState:
+    """The checkpointed training state of a compiled, built model.
+
+    Args:
+      model: the compiled and built model (its optimizer built too).
+      workdir: the run directory (chief) — `backup/` and `checkpoints/` live there.
+      is_chief: whether this worker writes the workdir.
+      keep: epoch checkpoints kept in `checkpoints/`.
+      keep_every_hours: additionally keep one epoch checkpoint per this many hours.
+    """
+
+    def __init__(self, model, workdir, *, is_chief=True, keep=3, keep_every_hours=None):
+        self.model = model
+        self.is_chief = is_chief
+        # Metric state is saved so a mid-epoch resume reports the same epoch means.
+        self.checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=model.optimizer, metrics=_metric_variables(model)
+        )
+        root = workdir if is_chief else tempfile.mkdtemp(prefix="siamese_tf_worker_")
+        self._tmp_root = None if is_chief else root
+        self.backup = tf.train.CheckpointManager(
+            self.checkpoint, os.path.join(root, "backup"), max_to_keep=2, checkpoint_name="step"
+        )
+        self.kept = tf.train.CheckpointManager(
+            self.checkpoint,
+            os.path.join(root, "checkpoints"),
+            max_to_keep=keep,
+            keep_checkpoint_every_n_hours=keep_every_hours,
+            checkpoint_name="epoch_end",
+        )
+        self.restored_metric_values = None
+
+    @property
+    def step(self) -> int:
+        """The global step (number of optimizer updates applied)."""
+        return int(self.model.optimizer.iterations.numpy())
+
+    def restore(self) -> int:
+        """Restores the latest backup, if any. Returns the step restored (0 when fresh)."""
+        latest = self.backup.latest_checkpoint or self.kept.latest_checkpoint
+        if latest is None:
+            return 0
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        self.restored_metric_values = [v.numpy() for v in _metric_variables(self.model)]
+        return self.step
+
+    def reapply_metric_state(self):
+        """Puts back the restored running metric state (Keras resets metrics at epoch start)."""
+        if self.restored_metric_values is not None:
+            for var, value in zip(_metric_variables(self.model), self.restored_metric_values):
+                var.assign(value)
+            self.restored_metric_values = None
+
+    def save_backup(self):
+        """Saves a resumable checkpoint at the current step."""
+        self.backup.save(checkpoint_number=self.step)
+
+    def save_epoch_end(self):
+        """Saves an epoch-end checkpoint (and a backup, so resume never goes further back)."""
+        self.kept.save(checkpoint_number=self.step)
+        self.save_backup()
+
+    def close(self):
+        """Removes a non-chief worker's temporary directory."""
+        if self._tmp_root:
+            shutil.rmtree(self._tmp_root, ignore_errors=True)
+
+
+class PreemptionSignal:
+    """Turns SIGTERM (the usual preemption notice) into a flag read between training steps.
+
+    The handler only sets a flag: saving inside a signal handler could interrupt a step halfway.
+    Install from the main thread; `restore()` puts the previous handler back.
+    """
+
+    def __init__(self, signals=(signal.SIGTERM,)):
+        self.received = threading.Event()
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in signals:
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.received.set()
+
+    def restore(self):
+        """Reinstalls the handlers that were there before."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class CheckpointCallback(keras.callbacks.Callback):
+    """Saves backups every N steps and at epoch ends; guards NaN; honours preemption.
+
+    A non-finite loss stops training *before* anything is saved, so the last good checkpoint is
+    never replaced by a broken one; `NonFiniteLossError` is raised at the end of `fit`. On a
+    preemption signal it saves a backup at the current step and stops training.
+
+    Args:
+      state: the `TrainingState`.
+      save_every_steps: backup interval in steps (0: only at epoch ends).
+      preemption: a `PreemptionSignal`, or None.
+    """
+
+    def __init__(self, state: TrainingState, save_every_steps: int, preemption=None):
+        super().__init__()
+        self.state = state
+        self.save_every_steps = int(save_every_steps)
+        self.preemption = preemption
+        self.preempted_at = None
+        self.non_finite_at = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.state.reapply_metric_state()
+
+    def _finite(self, logs) -> bool:
+        loss = (logs or {}).get("loss")
+        return loss is None or math.isfinite(float(np.asarray(loss).reshape(-1)[0]))
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.state.step
+        if not self._finite(logs):
+            self.non_finite_at = step
+            self.model.stop_training = True
+            return
+        if self.preemption is not None and self.preemption.received.is_set():
+            self.state.save_backup()
+            self.preempted_at = step
+            self.model.stop_training = True
+            return
+        if self.save_every_steps and step % self.save_every_steps == 0:
+            self.state.save_backup()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.non_finite_at is None and self.preempted_at is None and self._finite(logs):
+            self.state.save_epoch_end()
+
+    def on_train_end(self, logs=None):
+        if self.non_finite_at is not None:
+            raise NonFiniteLossError(
+                f"non-finite loss at step {self.non_finite_at}; training stopped and the last "
+                f"good checkpoint was kept (lower the learning rate or check the data)"
+            )

@@ -1,0 +1,159 @@
+"""ThresholdCalibration: rules, every_n_epochs, stable log names, TensorBoard images."""
+
+import glob
+import logging
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.python.summary.summary_iterator import summary_iterator
+
+from siamese_tf import callbacks as callbacks_lib
+from siamese_tf import plots
+from siamese_tf.callbacks import ThresholdCalibration
+from siamese_tf.data import fixed_pairs
+from siamese_tf.errors import InputError
+from siamese_tf.evaluation import metrics as eval_metrics
+
+
+class PointModel(keras.Model):
+    """Embeds an "image" as its own pixel values; L2 pair distances; a threshold variable."""
+
+    def __init__(self):
+        super().__init__()
+        self.threshold = self.add_weight(
+            name="threshold",
+            shape=(),
+            initializer=keras.initializers.Constant(-1.0),
+            trainable=False,
+        )
+
+    def call(self, images, training=None):
+        return tf.reshape(tf.cast(images, tf.float32), [tf.shape(images)[0], -1])
+
+    def pair_distances(self, a, b):
+        return tf.norm(a - b, axis=-1)
+
+
+@pytest.fixture(scope="module")
+def calibration_set():
+    # Five classes on a line with overlapping spreads: ROC neither perfect nor chance.
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(5), 20)
+    images = (labels * 1.0 + rng.normal(0, 0.6, labels.size)).astype(np.float32)[:, None, None]
+    pairs = fixed_pairs(labels, 400, seed=1)
+    model = PointModel()
+    model.build((None, 1, 1))
+    flat = images.reshape(-1)
+    distances = np.abs(flat[pairs.a] - flat[pairs.b])
+    return model, images, pairs, distances
+
+
+def _events(log_dir):
+    """{tag: [(step, value)]} of every summary under log_dir/calibration."""
+    found = {}
+    for path in glob.glob(os.path.join(log_dir, "calibration", "events.out.tfevents.*")):
+        for event in summary_iterator(path):
+            for value in event.summary.value:
+                found.setdefault(value.tag, []).append((event.step, value))
+    return found
+
+
+@pytest.mark.parametrize("rule", ["eer", "max_accuracy", "youden", "far=1e-2"])
+def test_rule_sets_threshold_and_stable_log_names(calibration_set, rule):
+    model, images, pairs, distances = calibration_set
+    callback = ThresholdCalibration(images, pairs, rule=rule, batch_size=32)
+    callback.set_model(model)
+    logs = {"loss": 1.0}
+    callback.on_epoch_end(0, logs)
+    expected = eval_metrics.calibrate(distances, pairs.same, rule=rule)
+    assert float(model.threshold.numpy()) == pytest.approx(expected["threshold"], abs=1e-5)
+    names = {
+        "val_auc",
+        "val_eer",
+        "val_eer_threshold",
+        "val_max_accuracy_threshold",
+        "val_max_accuracy",
+        "val_threshold",
+        "val_accuracy",
+        "val_tar_at_far_0.01",
+        "val_tar_at_far_0.001",
+    }
+    assert set(logs) == names | {"loss"}
+    for name, value in expected.items():
+        assert logs[f"val_{name}"] == pytest.approx(value, abs=1e-5)
+    assert 0.6 < logs["val_auc"] < 1.0
+
+
+def test_unknown_rule_is_an_input_error(calibration_set):
+    _, images, pairs, _ = calibration_set
+    with pytest.raises(InputError, match="unknown threshold rule"):
+        ThresholdCalibration(images, pairs, rule="median")
+
+
+def test_every_n_epochs_and_tensorboard_images(calibration_set, tmp_path):
+    model, images, pairs, distances = calibration_set
+    model.threshold.assign(-1.0)
+    log_dir = str(tmp_path / "logs")
+    callback = ThresholdCalibration(images, pairs, every_n_epochs=2, log_dir=log_dir)
+    callback.set_model(model)
+    logs = [{} for _ in range(3)]
+    callback.on_epoch_end(0, logs[0])
+    assert logs[0] == {} and float(model.threshold.numpy()) == -1.0  # Not a calibration epoch.
+    callback.on_epoch_end(1, logs[1])
+    assert "val_threshold" in logs[1]
+    callback.on_epoch_end(2, logs[2])
+    assert logs[2] == {}
+    callback.on_train_end()  # The last epoch (2) was skipped: calibrated now.
+    events = _events(log_dir)
+    tags = {
+        callbacks_lib.ROC_CURVE_TAG,
+        callbacks_lib.HISTOGRAM_IMAGE_TAG,
+        callbacks_lib.POSITIVE_HISTOGRAM_TAG,
+        callbacks_lib.NEGATIVE_HISTOGRAM_TAG,
+    }
+    assert tags <= set(events)
+    for tag in tags:
+        assert [step for step, _ in events[tag]] == [1, 2]
+    _, image = events[callbacks_lib.ROC_CURVE_TAG][0]
+    assert image.metadata.plugin_data.plugin_name == "images"
+    width, height, png = tf.make_ndarray(image.tensor)
+    assert png.startswith(b"\x89PNG") and (int(width), int(height)) == (500, 400)
+    # The native histograms hold exactly the positive / negative calibration distances.
+    _, positive = events[callbacks_lib.POSITIVE_HISTOGRAM_TAG][0]
+    counts = tf.make_ndarray(positive.tensor)[:, 2]
+    assert counts.sum() == pytest.approx(int(np.sum(pairs.same)))
+
+
+def test_without_matplotlib_one_warning_and_no_images(
+    calibration_set, tmp_path, monkeypatch, caplog
+):
+    model, images, pairs, _ = calibration_set
+    monkeypatch.setattr(plots, "available", lambda: False)
+    log_dir = str(tmp_path / "logs")
+    callback = ThresholdCalibration(images, pairs, log_dir=log_dir)
+    callback.set_model(model)
+    with caplog.at_level(logging.WARNING, logger=callbacks_lib.__name__):
+        for epoch in range(2):
+            callback.on_epoch_end(epoch, {})
+        callback.on_train_end()
+    warnings = [r for r in caplog.records if "matplotlib" in r.getMessage()]
+    assert len(warnings) == 1
+    events = _events(log_dir)
+    assert callbacks_lib.POSITIVE_HISTOGRAM_TAG in events
+    assert callbacks_lib.ROC_CURVE_TAG not in events
+
+
+def test_calibrates_inside_fit_and_logs_reach_history(calibration_set):
+    _, images, pairs, _ = calibration_set
+    model = PointModel()
+    model.build((None, 1, 1))
+    model.compile(optimizer="sgd", loss=lambda y, p: tf.reduce_mean(p) * 0.0)
+    callback = ThresholdCalibration(images, pairs)
+    history = model.fit(
+        images, np.zeros(len(images)), epochs=2, batch_size=50, verbose=0, callbacks=[callback]
+    )
+    assert len(history.history["val_auc"]) == 2
+    assert float(model.threshold.numpy()) == pytest.approx(history.history["val_threshold"][-1])

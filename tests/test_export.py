@@ -1,0 +1,172 @@
+"""SavedModel export: serves without siamese_tf, matches the Keras model, resizes raw images."""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from siamese_tf.errors import InputError
+from siamese_tf.export import export_saved_model
+from trainers import evaluation
+from trainers.config import TrainConfig
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = TrainConfig(epochs=1, steps_per_epoch=3, calibration_pairs=100, test_pairs=100)
+
+# Runs in a process that cannot import siamese_tf: `-I` drops PYTHONPATH, the user site and the
+# script's folder from sys.path, and the cwd is outside the repository.
+LOAD_AND_SERVE = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+try:
+    import siamese_tf
+    importable = True
+except ImportError:
+    importable = False
+loaded = tf.saved_model.load(sys.argv[1])
+data = np.load(sys.argv[2])
+embed = loaded.signatures["embed"]
+verify = loaded.signatures["verify"]
+out = {
+    "siamese_tf_importable": importable,
+    "siamese_tf_loaded": any(m.startswith("siamese_tf") for m in sys.modules),
+    "signatures": sorted(loaded.signatures.keys()),
+    "threshold": float(loaded.threshold.numpy()),
+    "image_shape": loaded.image_shape.numpy().tolist(),
+    "embeddings": embed(images=tf.constant(data["a"]))["embeddings"].numpy().tolist(),
+    "large_rgb": embed(images=tf.constant(data["large_rgb"]))["embeddings"].numpy().tolist(),
+}
+result = verify(images_a=tf.constant(data["a"]), images_b=tf.constant(data["b"]))
+out["distance"] = result["distance"].numpy().tolist()
+out["same"] = result["same"].numpy().tolist()
+print("RESULT " + json.dumps(out))
+"""
+
+
+def make_finished_run(path):
+    """Writes a finished digits run's workdir as `train_and_evaluate` leaves it, minus the steps.
+
+    config.json (with split_sizes), a calibrated model.keras and report.json come from the
+    trainer's own functions; the weights stay at their seeded initialisation, which is all an
+    evaluation needs and keeps the fixture fast (no fit, no TensorBoard dependency).
+    """
+    import keras
+
+    from siamese_tf.callbacks import ThresholdCalibration
+    from siamese_tf.data import fixed_pairs
+    from trainers import metric_learning
+    from trainers import workdir as wd
+
+    keras.utils.set_random_seed(TINY.seed)
+    data = metric_learning.prepare_data(TINY)
+    model = metric_learning.build_model(TINY, data.source.image_shape)
+    pairs = fixed_pairs(data.calibration.labels, TINY.calibration_pairs, seed=TINY.seed + 1)
+    calibration = ThresholdCalibration(data.calibration.images, pairs, rule=TINY.threshold_rule)
+    calibration.set_model(model)
+    calibration.calibrate()
+    report = metric_learning.evaluate_test(model, TINY, data)
+    path.mkdir(parents=True)
+    config = {**json.loads(TINY.to_json()), "split_sizes": data.splits.sizes()}
+    wd.write_json_atomic(wd.path(str(path), wd.CONFIG), config)
+    wd.save_model_atomic(model, wd.path(str(path), wd.MODEL))
+    wd.write_json_atomic(wd.path(str(path), wd.REPORT), report)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A finished digits run, shared by the test modules of one session."""
+    path = tmp_path_factory.getbasetemp() / "shared_digits_run"
+    if not (path / "model.keras").exists():
+        make_finished_run(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(run_dir):
+    return evaluation.load_run(str(run_dir))
+
+
+def _images(seed, shape):
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def test_cli_export_serves_without_siamese_tf(run, run_dir, tmp_path):
+    out = tmp_path / "served"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(
+        [sys.executable, "-m", "launch.export", f"--workdir={run_dir}", f"--out={out}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.split("summary: ", 1)[1].splitlines()[0])
+    assert summary["signatures"] == ["embed", "verify"]
+    assert summary["threshold"] == pytest.approx(run.threshold)
+
+    a, b = _images(0, (6, 8, 8, 1)), _images(1, (6, 8, 8, 1))
+    b[:3] = a[:3]  # Three identical pairs: distance 0, "same".
+    large_rgb = _images(2, (3, 24, 20, 3))  # Another size and RGB: converted inside.
+    np.savez(tmp_path / "inputs.npz", a=a, b=b, large_rgb=large_rgb)
+    isolated = tmp_path / "elsewhere"
+    isolated.mkdir()
+    clean_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    served = subprocess.run(
+        [sys.executable, "-I", "-c", LOAD_AND_SERVE, str(out), str(tmp_path / "inputs.npz")],
+        cwd=isolated,
+        env=clean_env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert served.returncode == 0, served.stderr[-3000:]
+    got = json.loads(served.stdout.split("RESULT ", 1)[1])
+    assert not got["siamese_tf_importable"] and not got["siamese_tf_loaded"]
+    assert got["signatures"] == ["embed", "verify"]
+    assert got["threshold"] == pytest.approx(run.threshold)
+    assert got["image_shape"] == [8, 8, 1]
+
+    model = run.model
+    np.testing.assert_allclose(got["embeddings"], model(a, training=False), atol=1e-5)
+    distances, same = model.verify(a, b)
+    np.testing.assert_allclose(got["distance"], distances, atol=1e-5)
+    assert got["same"] == list(np.asarray(same)) and got["same"][:3] == [True] * 3
+    # Raw images of another size and channel count: gray + the training pipeline's resize.
+    from siamese_tf.data import images as images_lib
+
+    expected = images_lib.resize_uint8(tf.image.rgb_to_grayscale(large_rgb), (8, 8))
+    np.testing.assert_allclose(got["large_rgb"], model(expected, training=False), atol=1e-5)
+
+
+def test_export_refuses_uncalibrated_and_existing_output(run, tmp_path):
+    model = run.model
+    calibrated = float(model.threshold.numpy())
+    try:
+        model.threshold.assign(-1.0)
+        with pytest.raises(InputError, match="uncalibrated"):
+            export_saved_model(model, str(tmp_path / "x"))
+        assert not (tmp_path / "x").exists()
+    finally:
+        model.threshold.assign(calibrated)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("x")
+    with pytest.raises(InputError, match="not empty"):
+        export_saved_model(model, str(tmp_path / "full"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="is a file"):
+        export_saved_model(model, str(tmp_path / "file"))
+    # Overwriting replaces the folder, and nothing temporary is left beside it.
+    export_saved_model(model, str(tmp_path / "full"), overwrite=True)
+    assert (tmp_path / "full" / "saved_model.pb").exists()
+    assert not (tmp_path / "full" / "keep.txt").exists()
+    assert sorted(os.listdir(tmp_path)) == ["file", "full"]
+    shutil.rmtree(tmp_path / "full")

@@ -1,0 +1,249 @@
+"""`launch.evaluate` and its recipe: protocols on a rebuilt split, plots, projector, bad input."""
+
+import dataclasses
+import io
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from siamese_tf.errors import InputError
+from siamese_tf.evaluation import retrieval
+from siamese_tf.inference import embed
+from trainers import evaluation
+from trainers.config import TrainConfig
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = TrainConfig(epochs=1, steps_per_epoch=3, calibration_pairs=100, test_pairs=100)
+FAST = evaluation.EvalOptions(bootstrap=200, episodes=50, projection="pca")
+
+
+def make_finished_run(path):
+    """Writes a finished digits run's workdir as `train_and_evaluate` leaves it, minus the steps.
+
+    config.json (with split_sizes), a calibrated model.keras and report.json come from the
+    trainer's own functions; the weights stay at their seeded initialisation, which is all an
+    evaluation needs and keeps the fixture fast (no fit, no TensorBoard dependency).
+    """
+    import keras
+
+    from siamese_tf.callbacks import ThresholdCalibration
+    from siamese_tf.data import fixed_pairs
+    from trainers import metric_learning
+    from trainers import workdir as wd
+
+    keras.utils.set_random_seed(TINY.seed)
+    data = metric_learning.prepare_data(TINY)
+    model = metric_learning.build_model(TINY, data.source.image_shape)
+    pairs = fixed_pairs(data.calibration.labels, TINY.calibration_pairs, seed=TINY.seed + 1)
+    calibration = ThresholdCalibration(data.calibration.images, pairs, rule=TINY.threshold_rule)
+    calibration.set_model(model)
+    calibration.calibrate()
+    report = metric_learning.evaluate_test(model, TINY, data)
+    path.mkdir(parents=True)
+    config = {**json.loads(TINY.to_json()), "split_sizes": data.splits.sizes()}
+    wd.write_json_atomic(wd.path(str(path), wd.CONFIG), config)
+    wd.save_model_atomic(model, wd.path(str(path), wd.MODEL))
+    wd.write_json_atomic(wd.path(str(path), wd.REPORT), report)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A finished digits run, shared by the test modules of one session."""
+    path = tmp_path_factory.getbasetemp() / "shared_digits_run"
+    if not (path / "model.keras").exists():
+        make_finished_run(path)
+    return path
+
+
+@pytest.fixture
+def workdir(run_dir, tmp_path):
+    """A private copy of the run (evaluation writes eval/, plots/ and logs/ into it)."""
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for name in ("config.json", "model.keras", "report.json"):
+        shutil.copy(run_dir / name, copy / name)
+    return copy
+
+
+def run_cli(*args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run(
+        [sys.executable, "-m", "launch.evaluate", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def test_verification_reproduces_the_training_report(workdir):
+    results = evaluation.evaluate(str(workdir), "verification", FAST)
+    result = results["verification"]
+    # Same split, same pair set, same calibrated threshold: the training report's numbers.
+    trained = json.loads((workdir / "report.json").read_text())["test"]
+    for key in ("auc", "eer", "accuracy", "threshold", "tp", "fp", "tn", "fn"):
+        assert result["report"][key] == pytest.approx(trained[key], abs=1e-6), key
+    low, high = result["bootstrap_ci95"]["auc"]
+    assert low <= result["report"]["auc"] <= high
+    assert result["data"]["split"] == "test" and result["data"]["num_classes"] == 10
+    saved = json.loads((workdir / "eval" / "verification.json").read_text())
+    assert saved["report"]["auc"] == result["report"]["auc"]
+    for name in ("test_roc_curve.png", "test_distance_histograms.png", "test_embedding_map.png"):
+        assert (workdir / "plots" / name).read_bytes().startswith(b"\x89PNG"), name
+    assert set(saved["plots"]) == {"roc_curve", "distance_histograms", "embedding_map"}
+    # On the calibration split the training pair set is the calibration one (seed + 1).
+    cal = evaluation.evaluate(
+        str(workdir), "verification", dataclasses.replace(FAST, split="calibration", plots=False)
+    )
+    assert cal["verification"]["pairs"]["seed"] == TINY.seed + 1
+    assert "optimistic" in cal["verification"]["note"]
+
+
+def test_oneshot_retrieval_clustering_share_one_embedding(workdir, run_dir):
+    options = dataclasses.replace(FAST, ways=(5, 20), shots=(1, 3), plots=False)
+    results = evaluation.evaluate(str(workdir), "oneshot,retrieval,clustering", options)
+    episodes = results["oneshot"]["episodes"]
+    assert "skipped" in episodes["20way_1shot"]  # The digits test split has 10 classes.
+    assert 0.2 <= episodes["5way_1shot"]["accuracy"] <= 1.0
+    assert episodes["5way_3shot"]["episodes"] == 50
+    # Recall@1 in leave-one-out is 1-NN accuracy on the same split: recompute independently.
+    run = evaluation.load_run(str(run_dir))
+    data = evaluation.load_split(run, "test")
+    emb = embed(run.model, data.images)
+    expected = retrieval.nearest_neighbour_accuracy(emb, data.labels, None, None)
+    assert results["retrieval"]["recall_at_k"][1] == pytest.approx(expected)
+    assert results["retrieval"]["map_at_r"] <= results["retrieval"]["recall_at_k"][1] + 1e-9
+    assert 0.0 <= results["clustering"]["ami"] <= results["clustering"]["nmi"] <= 1.0
+    assert results["clustering"]["n_clusters"] == 10
+    for protocol in ("oneshot", "retrieval", "clustering"):
+        assert (workdir / "eval" / f"{protocol}.json").exists()
+    assert not (workdir / "plots").exists()
+
+
+def _png(pixels: np.ndarray, one_bit: bool) -> bytes:
+    from PIL import Image
+
+    image = Image.fromarray(pixels)
+    buffer = io.BytesIO()
+    (image.convert("1") if one_bit else image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _runs_zip(path, num_runs=2, n_way=4):
+    """A zip in the layout of Lake et al.'s all_runs.zip; each query copies its class image."""
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(path, "w") as archive:
+        for run in range(1, num_runs + 1):
+            name = f"run{run:02d}"
+            lines = []
+            order = rng.permutation(n_way)
+            for k in range(n_way):
+                # 1-bit strokes: black blobs on white, 105 x 105 like the originals.
+                pixels = np.full((105, 105), 255, np.uint8)
+                y, x = rng.integers(0, 70, 2)
+                pixels[y : y + 35, x : x + 35] = 0
+                png = _png(pixels, one_bit=True)
+                archive.writestr(f"{name}/training/class{k + 1:02d}.png", png)
+                item = f"{name}/test/item{order[k] + 1:02d}.png"
+                archive.writestr(item, png)
+                lines.append(f"{item} {name}/training/class{k + 1:02d}.png")
+            archive.writestr(f"{name}/class_labels.txt", "\n".join(lines) + "\n")
+
+
+def test_omniglot_runs_from_the_zip(workdir, tmp_path):
+    _runs_zip(tmp_path / "all_runs.zip")
+    runs = evaluation.read_omniglot_runs(str(tmp_path / "all_runs.zip"))
+    assert [r.name for r in runs] == ["run01", "run02"] and len(runs[0].queries) == 4
+    # 1-bit PNGs decode to 0 (stroke) / 255 (background): the TFDS Omniglot polarity.
+    decoded = evaluation.decode_encoded(runs[0].support[:1], (105, 105, 1), ["x"])
+    assert set(np.unique(decoded)) == {0, 255} and decoded.mean() > 128
+    options = dataclasses.replace(FAST, runs_zip=str(tmp_path / "all_runs.zip"))
+    result = evaluation.evaluate(str(workdir), "omniglot_runs", options)["omniglot_runs"]
+    # Every query is its class image: the nearest support is always right.
+    assert result["accuracy"] == 1.0 and result["trials"] == 8 and result["n_way"] == 4
+    assert result["per_run_accuracy"] == {"run01": 1.0, "run02": 1.0}
+    assert result["image_shape"] == [8, 8, 1]  # Resized to the model's input.
+    saved = json.loads((workdir / "eval" / "omniglot_runs.json").read_text())
+    assert saved["accuracy"] == 1.0
+
+
+def test_bad_input_raises_input_error(workdir, tmp_path):
+    with pytest.raises(InputError, match="unknown protocol"):
+        evaluation.evaluate(str(workdir), "accuracy")
+    with pytest.raises(InputError, match="runs_zip"):
+        evaluation.evaluate(str(workdir), "omniglot_runs")
+    with pytest.raises(InputError, match="not found"):
+        evaluation.evaluate(
+            str(workdir),
+            "omniglot_runs",
+            dataclasses.replace(FAST, runs_zip=str(tmp_path / "none.zip")),
+        )
+    (tmp_path / "bad.zip").write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="not a readable zip"):
+        evaluation.read_omniglot_runs(str(tmp_path / "bad.zip"))
+    config = json.loads((workdir / "config.json").read_text())
+    config["split_sizes"]["test"] += 1
+    (workdir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match="the data changed"):
+        evaluation.evaluate(str(workdir), "retrieval", FAST)
+    (workdir / "model.keras").unlink()
+    with pytest.raises(InputError, match="has no model.keras"):
+        evaluation.load_run(str(workdir))
+    with pytest.raises(InputError, match="no config.json"):
+        evaluation.load_run(str(tmp_path))
+    with pytest.raises(InputError, match="does not exist"):
+        evaluation.load_run(str(tmp_path / "missing"))
+
+
+def test_uncalibrated_model_refuses_verification(run_dir, workdir):
+    run = evaluation.load_run(str(run_dir))
+    run.model.threshold.assign(-1.0)
+    run.model.save(workdir / "model.keras")
+    with pytest.raises(InputError, match="uncalibrated"):
+        evaluation.evaluate(str(workdir), "verification", FAST)
+    # Threshold-free protocols still work.
+    result = evaluation.evaluate(str(workdir), "clustering", dataclasses.replace(FAST, plots=False))
+    assert result["clustering"]["model"]["threshold"] is None
+
+
+def test_cli_writes_reports_plots_and_projector(workdir):
+    result = run_cli(
+        f"--workdir={workdir}",
+        "--protocol=verification,retrieval",
+        "--projector",
+        "--bootstrap=100",
+        "--projection=pca",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summaries = [
+        json.loads(line.split("summary: ", 1)[1])
+        for line in result.stdout.splitlines()
+        if line.startswith("summary: ")
+    ]
+    assert [s["protocol"] for s in summaries] == ["verification", "retrieval"]
+    assert 0.0 <= summaries[0]["auc"] <= 1.0 and len(summaries[0]["auc_ci95"]) == 2
+    assert 0.0 <= summaries[1]["recall_at_1"] <= 1.0
+    projector = workdir / "logs" / "projector"
+    config = (projector / "projector_config.pbtxt").read_text()
+    assert 'tensor_name: "test_embeddings"' in config and "sprite" in config
+    labels = np.load(projector / "labels.npy")
+    assert np.loadtxt(projector / "embeddings.tsv").shape == (labels.size, 64)
+    assert len((projector / "metadata.tsv").read_text().splitlines()) == labels.size + 1
+    verification = json.loads((workdir / "eval" / "verification.json").read_text())
+    assert verification["projector"] == str(projector)
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(dataclasses.asdict(TINY)))
+    result = run_cli(f"--workdir={tmp_path}", "--protocol=clustering")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+    assert "has no model.keras" in lines[0] and "Traceback" not in result.stderr

@@ -1,0 +1,187 @@
+"""`launch.predict` and its recipe: pairs, gallery matching, clustering of image files."""
+
+import csv
+import io
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from siamese_tf.errors import InputError
+from trainers import evaluation
+from trainers.config import TrainConfig
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY = TrainConfig(epochs=1, steps_per_epoch=3, calibration_pairs=100, test_pairs=100)
+
+
+def make_finished_run(path):
+    """Writes a finished digits run's workdir as `train_and_evaluate` leaves it, minus the steps.
+
+    config.json (with split_sizes), a calibrated model.keras and report.json come from the
+    trainer's own functions; the weights stay at their seeded initialisation, which is all an
+    evaluation needs and keeps the fixture fast (no fit, no TensorBoard dependency).
+    """
+    import keras
+
+    from siamese_tf.callbacks import ThresholdCalibration
+    from siamese_tf.data import fixed_pairs
+    from trainers import metric_learning
+    from trainers import workdir as wd
+
+    keras.utils.set_random_seed(TINY.seed)
+    data = metric_learning.prepare_data(TINY)
+    model = metric_learning.build_model(TINY, data.source.image_shape)
+    pairs = fixed_pairs(data.calibration.labels, TINY.calibration_pairs, seed=TINY.seed + 1)
+    calibration = ThresholdCalibration(data.calibration.images, pairs, rule=TINY.threshold_rule)
+    calibration.set_model(model)
+    calibration.calibrate()
+    report = metric_learning.evaluate_test(model, TINY, data)
+    path.mkdir(parents=True)
+    config = {**json.loads(TINY.to_json()), "split_sizes": data.splits.sizes()}
+    wd.write_json_atomic(wd.path(str(path), wd.CONFIG), config)
+    wd.save_model_atomic(model, wd.path(str(path), wd.MODEL))
+    wd.write_json_atomic(wd.path(str(path), wd.REPORT), report)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A finished digits run, shared by the test modules of one session."""
+    path = tmp_path_factory.getbasetemp() / "shared_digits_run"
+    if not (path / "model.keras").exists():
+        make_finished_run(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(run_dir):
+    return evaluation.load_run(str(run_dir))
+
+
+def _save(path, pixels, fmt="PNG"):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    path.write_bytes(buffer.getvalue())
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def files(run, tmp_path_factory):
+    """Digits of the test split as files: a gallery of 3 classes × 4 images, and queries."""
+    root = tmp_path_factory.mktemp("images")
+    data = evaluation.load_split(run, "test")
+    gallery, queries = {}, {}
+    for label in (0, 1, 7):
+        rows = np.flatnonzero(data.labels == label)
+        gallery[label] = [
+            _save(root / "gallery" / f"digit_{label}" / f"{i}.png", data.images[r])
+            for i, r in enumerate(rows[:4])
+        ]
+        queries[label] = _save(root / "queries" / f"q{label}.png", data.images[rows[4]])
+    # The same digit as a larger RGB JPEG: converted to gray and resized to 8 x 8.
+    big = np.repeat(np.kron(data.images[rows[4]], np.ones((4, 4, 1), np.uint8)), 3, axis=-1)
+    big_jpeg = _save(root / "queries" / "big.jpg", big, fmt="JPEG")
+    return {"root": root, "gallery": gallery, "queries": queries, "big_jpeg": big_jpeg}
+
+
+def run_cli(*args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run(
+        [sys.executable, "-m", "launch.predict", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def test_pair_same_image_and_resized_rgb(run, files):
+    a = files["gallery"][7][0]
+    same = evaluation.predict_pair(run, a, a)
+    assert same["same"] and same["distance"] == pytest.approx(0.0, abs=1e-3)
+    assert same["threshold"] == pytest.approx(run.threshold)
+    # A bigger RGB JPEG of one digit against its own 8 x 8 PNG: close, not identical.
+    resized = evaluation.predict_pair(run, files["big_jpeg"], files["queries"][7])
+    direct = evaluation.predict_pair(run, files["big_jpeg"], files["gallery"][0][0])
+    assert resized["distance"] < direct["distance"]
+    never = evaluation.predict_pair(run, a, files["gallery"][0][0], threshold=-0.5)
+    assert not never["same"] and never["threshold"] == -0.5
+
+
+def test_gallery_matches_and_unknown(run, files):
+    gallery = str(files["root"] / "gallery")
+    exact = evaluation.match_gallery(run, gallery, [files["gallery"][1][2]])
+    assert exact[0]["match"] == "digit_1" and exact[0]["distance"] == pytest.approx(0, abs=1e-3)
+    queries = [files["queries"][label] for label in (0, 1, 7)]
+    loose = evaluation.match_gallery(run, gallery, queries, threshold=10.0)
+    assert [r["match"] for r in loose] == [r["nearest"] for r in loose]
+    strict = evaluation.match_gallery(run, gallery, queries, threshold=1e-9)
+    assert [r["match"] for r in strict] == [None, None, None]
+    assert [r["nearest"] for r in strict] == [r["nearest"] for r in loose]
+
+
+def test_cluster_folder_writes_csv(run, files, tmp_path):
+    out = tmp_path / "out" / "clusters.csv"
+    rows = evaluation.cluster_folder(run, str(files["root"] / "gallery"), 3, str(out))
+    with open(out, newline="") as f:
+        table = list(csv.reader(f))
+    assert table[0] == ["file", "cluster"] and len(table) == 13
+    assert [(f, int(c)) for f, c in table[1:]] == rows
+    assert {c for _, c in rows} <= {0, 1, 2}
+    with pytest.raises(InputError, match="--k must be in"):
+        evaluation.cluster_folder(run, str(files["root"] / "gallery"), 13, str(out))
+
+
+def test_bad_input_raises_input_error(run, files, tmp_path):
+    gallery = str(files["root"] / "gallery")
+    with pytest.raises(InputError, match="does not exist"):
+        evaluation.predict_pair(run, str(tmp_path / "nope.png"), files["queries"][0])
+    with pytest.raises(InputError, match="does not exist"):
+        evaluation.match_gallery(run, gallery, [str(tmp_path / "nope.png")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="empty"):
+        evaluation.match_gallery(run, str(tmp_path / "empty"), [files["queries"][0]])
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(InputError, match="notes.txt"):
+        evaluation.predict_pair(run, str(tmp_path / "notes.txt"), files["queries"][0])
+    with pytest.raises(InputError, match="no image files"):
+        evaluation.cluster_folder(run, str(tmp_path / "empty"), 2, str(tmp_path / "c.csv"))
+    calibrated = float(run.model.threshold.numpy())
+    try:
+        run.model.threshold.assign(-1.0)
+        with pytest.raises(InputError, match="uncalibrated"):
+            evaluation.predict_pair(run, files["queries"][0], files["queries"][1])
+    finally:
+        run.model.threshold.assign(calibrated)
+
+
+def test_cli_pair(run, run_dir, files):
+    a, b = files["gallery"][0][0], files["gallery"][0][0]
+    result = run_cli(f"--workdir={run_dir}", "--pair", a, b)
+    assert result.returncode == 0, result.stderr[-3000:]
+    verdict, distance, threshold = result.stdout.split()
+    assert verdict == "same" and float(distance.split("=")[1]) == pytest.approx(0.0, abs=1e-3)
+    assert float(threshold.split("=")[1]) == pytest.approx(run.threshold, abs=1e-6)
+
+
+def test_cli_missing_query_is_one_line_exit_2(run_dir, files, tmp_path):
+    missing = tmp_path / "missing.png"
+    result = run_cli(
+        f"--workdir={run_dir}",
+        f"--gallery={files['root'] / 'gallery'}",
+        "--query",
+        files["queries"][0],
+        str(missing),
+    )
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+    assert f"{missing} does not exist" in lines[0] and "Traceback" not in result.stderr

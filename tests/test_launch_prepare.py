@@ -1,0 +1,63 @@
+"""`python -m launch.prepare`: writes class shards; bad input is one error line and exit 2."""
+
+import io
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run_prepare(*args, timeout=180):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run([sys.executable, "-m", "launch.prepare", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def write_images(root, broken=False):
+    for c in range(3):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(4):
+            buffer = io.BytesIO()
+            Image.fromarray(np.full((5, 5), 10 * c + i, np.uint8)).save(buffer, format="PNG")
+            (root / f"c{c}" / f"{i}.png").write_bytes(buffer.getvalue())
+    if broken:
+        (root / "c1" / "9.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+
+
+def error_lines(stderr):
+    # TensorFlow's C++ start-up may log before absl does; the job's own output is what we check.
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def test_cli_writes_class_shards(tmp_path):
+    write_images(tmp_path / "img")
+    result = run_prepare(f"--dataset=folder:{tmp_path / 'img'}", f"--out={tmp_path / 'out'}",
+                         "--shard_size=3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.split("summary: ", 1)[1].splitlines()[0])
+    assert summary["examples"] == 12 and summary["classes"] == 3 and summary["shards"] == 6
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    assert index["class_names"] == ["c0", "c1", "c2"]
+
+
+def test_cli_undecodable_image_is_one_line_exit_2_and_no_output(tmp_path):
+    write_images(tmp_path / "img", broken=True)
+    result = run_prepare(f"--dataset=folder:{tmp_path / 'img'}", f"--out={tmp_path / 'out'}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and "cannot decode image" in lines[0] and "c1/9.png" in lines[0]
+    assert result.stderr.rstrip().endswith(lines[0])
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_missing_flags_fail_fast():
+    result = run_prepare("--out=/tmp/never_written")
+    assert result.returncode == 2 and "--dataset is required" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
