@@ -9,6 +9,38 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
+def _import_tensorflow_quietly() -> None:
+    """Imports TensorFlow and initialises its devices with native stderr captured.
+
+    TensorFlow 2.21 writes start-up lines (oneDNN, CUDA probing) through absl's C++ logging
+    before `TF_CPP_MIN_LOG_LEVEL` applies, so a user who mistyped a flag would see them above
+    the one-line error. They are captured here and replayed only if the import fails; set
+    SIAMESE_TF_NATIVE_LOGS=1 to see them.
+    """
+    if os.environ.get("SIAMESE_TF_NATIVE_LOGS"):
+        import tensorflow  # noqa: F401
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.buffer.write(captured.read())
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+_import_tensorflow_quietly()
+
 from absl import app, flags, logging  # noqa: E402
 
 from siamese_tf.errors import InputError  # noqa: E402

@@ -34,6 +34,7 @@ def main(argv):
         raise InputError("--workdir is required: the folder of a finished run")
     if not FLAGS.out:
         raise InputError("--out is required: the SavedModel folder to write")
+
     from siamese_tf.export import SIGNATURES, export_saved_model
     from trainers import evaluation
 

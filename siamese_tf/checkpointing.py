@@ -140,13 +140,18 @@ class CheckpointCallback(keras.callbacks.Callback):
     Args:
       state: the `TrainingState`.
       save_every_steps: backup interval in steps (0: only at epoch ends).
+      steps_per_epoch: steps per epoch; epoch-end steps are saved by `on_epoch_end` only, after
+        the epoch's logs are written, so a resume never skips an epoch's metrics line.
       preemption: a `PreemptionSignal`, or None.
     """
 
-    def __init__(self, state: TrainingState, save_every_steps: int, preemption=None):
+    def __init__(
+        self, state: TrainingState, save_every_steps: int, steps_per_epoch: int, preemption=None
+    ):
         super().__init__()
         self.state = state
         self.save_every_steps = int(save_every_steps)
+        self.steps_per_epoch = int(steps_per_epoch)
         self.preemption = preemption
         self.preempted_at = None
         self.non_finite_at = None
@@ -155,7 +160,11 @@ class CheckpointCallback(keras.callbacks.Callback):
         self.state.reapply_metric_state()
 
     def _finite(self, logs) -> bool:
-        loss = (logs or {}).get("loss")
+        logs = logs or {}
+        loss = logs.get("loss")
+        nonfinite_steps = logs.get("nonfinite_steps")
+        if nonfinite_steps is not None and float(np.asarray(nonfinite_steps).reshape(-1)[0]) > 0:
+            return False
         return loss is None or math.isfinite(float(np.asarray(loss).reshape(-1)[0]))
 
     def on_train_batch_end(self, batch, logs=None):
@@ -169,7 +178,8 @@ class CheckpointCallback(keras.callbacks.Callback):
             self.preempted_at = step
             self.model.stop_training = True
             return
-        if self.save_every_steps and step % self.save_every_steps == 0:
+        at_epoch_end = step % self.steps_per_epoch == 0
+        if self.save_every_steps and step % self.save_every_steps == 0 and not at_epoch_end:
             self.state.save_backup()
 
     def on_epoch_end(self, epoch, logs=None):

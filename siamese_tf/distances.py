@@ -15,8 +15,10 @@ Numerics (why the code looks the way it does):
   subgradient 0 there instead; its values are those of a plain square root.
 * The B×B matrix uses ``|a|² + |b|² - 2 a·b`` (O(B·D) memory, one matmul), clamps the round-off
   negatives to 0 and sets every self-distance to exactly 0, as TFA's ``pairwise_distance`` does,
-  so losses built on it agree with TFA's to float32 round-off. Per-pair distances use the
-  difference ``a - b`` directly (exact 0 for identical inputs).
+  so losses built on it agree with TFA's to float32 round-off. Its gradient is hand-written:
+  zero where a distance is zero, and accumulated per pair when only a few entries receive one
+  (mining losses), instead of two B×B×D matmuls. Per-pair distances use the difference
+  ``a - b`` directly (exact 0 for identical inputs).
 """
 
 from __future__ import annotations
@@ -74,31 +76,75 @@ def safe_sqrt(x):
     return y, grad
 
 
-def _zero_self_and_clamp(matrix, coords, metric):
-    """Clamps round-off negatives to 0, zeroes the self-distances, takes the root for "L2".
+def _distance_matrix(x, y, coords, metric):
+    """[A, B] distances between the rows of `x` and `y` with a hand-written gradient.
 
-    One custom-gradient step instead of max / scatter / sqrt ops: the backward pass keeps only
-    the output (one A×B tensor instead of three) and is 0 wherever the distance is 0 (self,
-    duplicates, clamped round-off), never inf or NaN.
+    Forward: TFA's formulas (Gram trick for L2 / squared-L2, `1 - x·y` of normalised rows for
+    angular), round-off negatives clamped to 0, the entries at `coords` (self-distances) set to
+    exactly 0 (round-off leaves ~1e-7 there, whose square root is ~3e-4).
+
+    Backward: 0 wherever a distance is 0 (self, duplicates, clamped round-off), never inf/NaN;
+    only the output is kept. Mining losses send a gradient to a few entries per row (the
+    selected pairs), so when at most A·B/D entries are non-zero the gradient is accumulated per
+    pair (O(nnz·D)) instead of by two [A, B] × [B, D] matmuls.
     """
+    angular = metric == "angular"
 
     @tf.custom_gradient
-    def finish(matrix):
-        out = tf.nn.relu(matrix)
-        if metric == "L2":
-            out = tf.sqrt(out)
-        num = tf.shape(coords)[0]
-        # Self-distances are exactly 0 (round-off leaves ~1e-7, whose square root is ~3e-4).
-        out = tf.tensor_scatter_nd_update(out, coords, tf.zeros([num], out.dtype))
+    def matrix_fn(x, y):
+        if angular:
+            out = tf.nn.relu(1.0 - tf.matmul(x, y, transpose_b=True))
+        else:
+            x_sq = tf.reduce_sum(tf.square(x), axis=1, keepdims=True)
+            y_sq = tf.reduce_sum(tf.square(y), axis=1, keepdims=True)
+            # Scaling the [*, D] operand by -2 (exact in floating point) instead of the [A, B]
+            # product saves an A×B temporary; the values are TFA's `(|x|² + |y|²) - 2 x·y`.
+            gram = tf.matmul(-2.0 * x, y, transpose_b=True)
+            out = tf.nn.relu((x_sq + tf.transpose(y_sq)) + gram)
+            if metric == "L2":
+                out = tf.sqrt(out)
+        out = tf.tensor_scatter_nd_update(out, coords, tf.zeros([tf.shape(coords)[0]], out.dtype))
 
         def grad(upstream):
+            # g = dL/d(pre-activation): the squared distance, or the cosine for angular.
             if metric == "L2":
-                return tf.math.divide_no_nan(0.5 * upstream, out)
-            return tf.where(out > 0, upstream, tf.zeros_like(upstream))
+                g = tf.math.divide_no_nan(0.5 * upstream, out)
+            else:
+                g = tf.where(out > 0, -upstream if angular else upstream, tf.zeros_like(out))
+            num_x, num_y = tf.shape(x)[0], tf.shape(y)[0]
+            dim = tf.cast(tf.shape(x)[1], tf.int64)
+            nonzero = tf.math.count_nonzero(g)
+            sparse = nonzero * tf.maximum(dim, 1) <= tf.cast(num_x * num_y, tf.int64)
+
+            def by_pairs():
+                where = tf.where(tf.not_equal(g, 0))
+                rows, cols = where[:, 0], where[:, 1]
+                weights = tf.gather_nd(g, where)[:, None]
+                if angular:  # d cos / dx_a = y_b, d cos / dy_b = x_a
+                    to_x = weights * tf.gather(y, cols)
+                    to_y = weights * tf.gather(x, rows)
+                else:  # d |x_a - y_b|² / dx_a = 2 (x_a - y_b) = -d / dy_b
+                    to_x = 2.0 * weights * (tf.gather(x, rows) - tf.gather(y, cols))
+                    to_y = -to_x
+                return (
+                    tf.math.unsorted_segment_sum(to_x, rows, num_x),
+                    tf.math.unsorted_segment_sum(to_y, cols, num_y),
+                )
+
+            def by_matmul():
+                grad_x = tf.matmul(g, y)
+                grad_y = tf.matmul(g, x, transpose_a=True)
+                if angular:
+                    return grad_x, grad_y
+                row_sum = tf.reduce_sum(g, axis=1, keepdims=True)
+                col_sum = tf.transpose(tf.reduce_sum(g, axis=0, keepdims=True))
+                return 2.0 * (row_sum * x - grad_x), 2.0 * (col_sum * y - grad_y)
+
+            return tf.cond(sparse, by_pairs, by_matmul)
 
         return out, grad
 
-    return finish(matrix)
+    return matrix_fn(x, y)
 
 
 def pairwise_distances(embeddings, metric="L2", anchor_indices=None) -> tf.Tensor:
@@ -126,25 +172,16 @@ def pairwise_distances(embeddings, metric="L2", anchor_indices=None) -> tf.Tenso
         if anchor_indices is not None:
             matrix = tf.gather(matrix, anchor_indices)
         return matrix
+    if metric == "angular":
+        embeddings = tf.math.l2_normalize(embeddings, axis=1)
     if anchor_indices is None:
         anchors = embeddings
         self_columns = tf.range(tf.shape(embeddings)[0])
     else:
         self_columns = tf.cast(tf.reshape(anchor_indices, [-1]), tf.int32)
         anchors = tf.gather(embeddings, self_columns)
-    if metric == "angular":
-        anchors = tf.math.l2_normalize(anchors, axis=1)
-        others = tf.math.l2_normalize(embeddings, axis=1)
-        matrix = 1.0 - tf.matmul(anchors, others, transpose_b=True)
-    else:
-        anchor_sq = tf.reduce_sum(tf.square(anchors), axis=1, keepdims=True)
-        other_sq = tf.reduce_sum(tf.square(embeddings), axis=1, keepdims=True)
-        # Scaling the [*, D] operand by -2 (exact in floating point) instead of the [A, B]
-        # product saves an A×B temporary; the values are TFA's `(|x|² + |y|²) - 2 x·y`.
-        gram = tf.matmul(-2.0 * anchors, embeddings, transpose_b=True)
-        matrix = (anchor_sq + tf.transpose(other_sq)) + gram
     coords = tf.stack([tf.range(tf.shape(self_columns)[0]), self_columns], axis=1)
-    return _zero_self_and_clamp(matrix, coords, metric)
+    return _distance_matrix(anchors, embeddings, coords, metric)
 
 
 def pair_distances(a, b, metric="L2") -> tf.Tensor:

@@ -33,7 +33,9 @@ def cluster_resolver(cluster: str = "tf_config"):
             gpus = len(tf.config.list_physical_devices("GPU"))
             return tf.distribute.cluster_resolver.SlurmClusterResolver(gpus_per_node=gpus)
         except (RuntimeError, KeyError, ValueError) as err:
-            raise InputError(f"--cluster=slurm but the Slurm environment is unusable: {err}") from None
+            raise InputError(
+                f"--cluster=slurm but the Slurm environment is unusable: {err}"
+            ) from None
     if cluster != "tf_config":
         raise InputError(f"unknown cluster {cluster!r}; choose one of: {', '.join(CLUSTERS)}")
     raw = os.environ.get("TF_CONFIG", "")
@@ -75,9 +77,7 @@ def get_strategy(name: str = "auto", cluster: str = "tf_config") -> tf.distribut
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy(
-            cluster_resolver=cluster_resolver(cluster)
-        )
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=cluster_resolver(cluster))
     if name == "tpu":
         # Wired as TensorFlow documents it; untestable without a TPU runtime.
         try:

@@ -148,13 +148,16 @@ def export_saved_model(
     if threshold == UNCALIBRATED and not allow_uncalibrated:
         raise InputError(
             "the model is uncalibrated (threshold -1): verify would never say 'same'; calibrate "
-            "it (train with a calibration split) or export with allow_uncalibrated"
+            "it (train with a calibration split) or pass allow_uncalibrated (--allow_uncalibrated)"
         )
     path = os.path.abspath(path)
     if os.path.isfile(path):
         raise InputError(f"export path {path} is a file, not a folder")
     if os.path.isdir(path) and os.listdir(path) and not overwrite:
-        raise InputError(f"export path {path} exists and is not empty; choose another or overwrite")
+        raise InputError(
+            f"export path {path} exists and is not empty; choose another or pass overwrite "
+            "(--overwrite)"
+        )
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     module = ServingModule(model, threshold)

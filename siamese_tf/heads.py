@@ -36,7 +36,9 @@ class PairClassifierHead(keras.layers.Layer):
             for i, units in enumerate(self.hidden_units)
         ]
         self.dropout = keras.layers.Dropout(self.dropout_rate) if self.dropout_rate else None
-        self.output_layer = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="same")
+        self.output_layer = keras.layers.Dense(
+            1, activation="sigmoid", dtype="float32", name="same"
+        )
 
     def build(self, input_shape):
         dim = input_shape[0][-1]

@@ -25,8 +25,10 @@ def embed(model, images, batch_size: int = 512) -> np.ndarray:
     if images.shape[0] == 0:
         return np.zeros((0, model.output_shape[-1]), np.float32)
     forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    chunks = [forward(tf.constant(images[i : i + batch_size]))
-              for i in range(0, images.shape[0], batch_size)]
+    chunks = [
+        forward(tf.constant(images[i : i + batch_size]))
+        for i in range(0, images.shape[0], batch_size)
+    ]
     return np.concatenate([np.asarray(c, np.float32) for c in chunks])
 
 

@@ -6,8 +6,9 @@ contrastive loss `y_true` = 1 for similar pairs and `y_pred` = pair distances [B
 values of the TensorFlow Addons losses of the same names (to float32 round-off).
 `TripletBatchAllLoss` adds batch-all mining (mean over active triplets) and a soft margin.
 
-Mining (see `siamese_tf.mining`) never builds a B³ tensor: semi-hard mining is O(B²) memory and
-O(B² log K) time (K = class size), where TFA tiled the distance matrix B times.
+Mining (see `siamese_tf.mining`) never builds a B³ tensor: semi-hard and batch-all mining take
+O(B²) memory and at most O(B² log B) time (O(B²·K) for the small classes K of P×K batches),
+where TFA tiled the distance matrix B times.
 
 Distributed training: the `keras.losses.Loss` classes follow Keras' own convention — under a
 strategy with R replicas in sync, the value is multiplied by 1/R (gradients are then summed
@@ -17,8 +18,7 @@ tracker as Keras' does. The functional forms are never scaled. For cross-replica
 whole (all-gathered) batch and return `(loss_sum, count)`; summing both across replicas and
 dividing gives the full-batch value.
 
-Deliberate differences from TFA (all in degenerate batches or dtypes; wherever TFA's value is
-finite ours is equal):
+Deliberate differences from TFA (wherever TFA's value is finite, ours is equal):
 
 * Degenerate batches — no positive pair (every label distinct) or no negative (a single class):
   the gradient is zero (mining has nothing to contrast). The value is TFA's where TFA's is
@@ -34,9 +34,14 @@ finite ours is equal):
   ~88 (possible with unnormalised squared-L2 distances); values are otherwise equal.
 * The `keras.losses.Loss` classes scale by 1/replicas under a strategy (Keras 3 convention;
   TFA's wrappers used `Reduction.NONE` and were never scaled).
-* `sample_weight` is rejected by the triplet losses (a mined loss is not a per-example sum).
-* Labels are compared in their own dtype (Keras 3's `Loss` would cast them to float32, which
-  merges integer labels above 2**24).
+* `sample_weight` is rejected by the triplet losses (a mined loss is not a per-example sum;
+  TFA multiplied the scalar by the weights and returned a vector).
+* Exact ties (e.g. duplicate embeddings): the gradient goes to one of the tied negatives or
+  hardest pairs; TFA's masked minimum/maximum split it among them. Values are equal.
+* The functions are not wrapped in `tf.function` (TFA's were); they trace into the caller's.
+
+Labels are compared in their own dtype, as TFA did: the triplet loss classes do not let
+`keras.losses.Loss` cast them to float32, which would merge integer labels above 2**24.
 """
 
 from __future__ import annotations
@@ -84,9 +89,7 @@ def contrastive_loss(y_true, y_pred, margin=1.0):
         y_pred = tf.cast(y_pred, tf.float32)
     y_pred = tf.reshape(y_pred, [-1])
     y_true = tf.cast(tf.reshape(y_true, [-1]), y_pred.dtype)
-    return y_true * tf.square(y_pred) + (1.0 - y_true) * tf.square(
-        tf.maximum(margin - y_pred, 0.0)
-    )
+    return y_true * tf.square(y_pred) + (1.0 - y_true) * tf.square(tf.maximum(margin - y_pred, 0.0))
 
 
 def semihard_loss_terms(y_true, y_pred, margin=1.0, distance_metric="L2", anchor_indices=None):
@@ -144,17 +147,27 @@ def hard_loss_terms(
     positive_d = mining.gather_rows(pdist, columns)
     inf = tf.constant(float("inf"), pdist.dtype)
     everything = tf.ones_like(negative)
+    num_anchors = tf.shape(pdist)[0]
+
+    def columns_if_needed(needed, largest):
+        # Row arg-min/max over the whole row, only computed when some anchor needs it.
+        return tf.cond(
+            tf.reduce_all(needed),
+            lambda: tf.zeros([num_anchors, 1], tf.int32),
+            lambda: mining._row_argmin(pdist, everything, largest),  # noqa: SLF001
+        )
+
     # Arg-min/max then gather: the gradient is a scatter, and no B×B tensor is kept for it.
-    row_min = mining.gather_rows(pdist, mining._row_argmin(pdist, everything))[:, 0]  # noqa: SLF001
+    has_positive = tf.reduce_any(valid, axis=1)
+    row_min = mining.gather_rows(pdist, columns_if_needed(has_positive, False))[:, 0]
     hardest_positive = tf.where(
-        tf.reduce_any(valid, axis=1),
-        tf.reduce_max(tf.where(valid, positive_d, -inf), axis=1),
-        row_min,
+        has_positive, tf.reduce_max(tf.where(valid, positive_d, -inf), axis=1), row_min
     )
+    has_negative = tf.reduce_any(negative, axis=1, keepdims=True)
     nearest_negative = mining._row_argmin(pdist, negative)  # noqa: SLF001
-    farthest = mining._row_argmin(pdist, everything, largest=True)  # noqa: SLF001
+    farthest = columns_if_needed(has_negative, True)
     hardest_negative = mining.gather_rows(
-        pdist, tf.where(tf.reduce_any(negative, axis=1, keepdims=True), nearest_negative, farthest)
+        pdist, tf.where(has_negative, nearest_negative, farthest)
     )[:, 0]
     gap = hardest_positive - hardest_negative
     terms = tf.nn.softplus(gap) if soft else tf.maximum(gap + margin, 0.0)
@@ -196,9 +209,7 @@ def _soft_triplet_sum(positive_d, valid, pdist, negative):
                 grad_body,
                 (tf.constant(0), tf.TensorArray(dtype, size=num_slots), tf.zeros_like(pdist)),
             )
-            grad_positive = tf.reshape(
-                tf.transpose(grad_positive.stack()), tf.shape(positive_d)
-            )
+            grad_positive = tf.reshape(tf.transpose(grad_positive.stack()), tf.shape(positive_d))
             return upstream * grad_positive, upstream * grad_pdist
 
         return value, grad
@@ -257,9 +268,7 @@ def _mean(terms):
     return tf.math.divide_no_nan(loss_sum, count)
 
 
-def triplet_semihard_loss(
-    y_true, y_pred, margin=1.0, distance_metric="L2", anchor_indices=None
-):
+def triplet_semihard_loss(y_true, y_pred, margin=1.0, distance_metric="L2", anchor_indices=None):
     """Triplet loss with FaceNet semi-hard negative mining, as `tfa.losses.triplet_semihard_loss`.
 
     Mean over positive pairs (a, p) of `max(d(a, p) - d(a, n) + margin, 0)`, `n` the closest
@@ -294,9 +303,7 @@ def triplet_hard_loss(
     Returns:
       float32 scalar: mean over anchors (not scaled for distribution).
     """
-    return _mean(
-        hard_loss_terms(y_true, y_pred, margin, soft, distance_metric, anchor_indices)
-    )
+    return _mean(hard_loss_terms(y_true, y_pred, margin, soft, distance_metric, anchor_indices))
 
 
 def triplet_batch_all_loss(
@@ -370,9 +377,7 @@ class _TripletLoss(keras.losses.Loss):
     def get_config(self):
         config = super().get_config()
         config.pop("reduction", None)
-        config.update(
-            margin=self.margin, distance_metric=_serialize_metric(self.distance_metric)
-        )
+        config.update(margin=self.margin, distance_metric=_serialize_metric(self.distance_metric))
         return config
 
     @classmethod
@@ -442,9 +447,7 @@ class TripletBatchAllLoss(_SoftTripletLoss):
     """
 
     def call(self, y_true, y_pred):
-        return triplet_batch_all_loss(
-            y_true, y_pred, self.margin, self.soft, self.distance_metric
-        )
+        return triplet_batch_all_loss(y_true, y_pred, self.margin, self.soft, self.distance_metric)
 
 
 @keras.saving.register_keras_serializable(package="siamese_tf")

@@ -1,17 +1,27 @@
 """Online triplet mining in O(B²) memory and O(B² log B) time.
 
 TensorFlow Addons found the semi-hard negative of every (anchor, positive) pair by tiling the
-B×B distance matrix B times (a B³ tensor: 18.5 GB at B = 1024). Here every anchor's positive
-distances are the *queries*, sorted once per anchor (K of them, K = the anchor's class size), and
-each negative is put in the bucket between two consecutive queries (a `searchsorted` of the
-B×B matrix into the [B, K] queries). The answer for a query is the minimum of the first non-empty
-bucket above it (one `unsorted_segment_min` over B² elements, then a cumulative count and a
-`searchsorted` over the [B, K+1] buckets). Memory is a handful of B×B tensors; time is
-O(B² log K) (K <= B), and the gradient reaches the selected negative's distance through the
-segment minimum, exactly as through TFA's masked minimum (ties share the gradient).
+B×B distance matrix B times (a B³ tensor: 18.5 GB at B = 1024). Here each anchor's positives
+are listed in a dense [A, K] table (K + 1 = the largest class size in the batch, from one sort
+of the labels), and their distances are the *queries*: for each query x, the closest negative
+farther than x.
 
-The same buckets, taken against `d(a, p) + margin`, count the active triplets of batch-all mining
-and give their loss as suffix sums, again in O(B² log K) time and O(B²) memory.
+* Few queries (K <= `LOOP_QUERIES_MAX`, the P×K case): one masked arg-min over the row per
+  query — O(B²·K) time with a few cheap passes each.
+* Many queries: the queries are sorted per anchor and every negative goes to the bucket between
+  two consecutive queries (a `searchsorted` of the B×B matrix into [A, K]); one segment minimum
+  of (distance, column) packed in an int64 gives each bucket's closest negative, and a query's
+  answer is the first non-empty bucket above it (a cumulative count and a `searchsorted` over
+  [A, K+1]) — O(B² log K) time.
+
+Both select *columns* without gradient; the loss then gathers the selected entries of the
+distance matrix, so the gradient reaches exactly those entries (on exact ties, one of the tied
+negatives; TFA's masked minimum split the gradient among them) and nothing B×B is kept for the
+backward pass. Memory is a handful of B×B tensors.
+
+Batch-all mining counts, per (anchor, negative) and per (anchor, positive), the active triplets
+`d(a, n) < d(a, p) + margin` the same two ways (loop or sorted buckets with a histogram); given
+those counts its loss is linear in the distances, so it needs no B³ tensor either.
 
 Everything works on *rows for a set of anchors*: `pdist` is [A, B] (the A anchors a replica owns,
 scored against the whole, possibly all-gathered, batch of B) and `anchor_indices` [A] says which
@@ -73,18 +83,18 @@ def negative_mask(labels, anchor_indices=None):
 
 
 def positive_slots(labels, anchor_indices=None):
-    """Each anchor's positives as a dense [A, K] table of batch columns (K = largest class size).
+    """Each anchor's positives as a dense [A, K] table of batch columns (K = largest class - 1).
 
     Built from one sort of the labels (O(B log B)), so the positives of a P×K batch cost
-    [B, K] work instead of a B×B scan.
+    [B, K - 1] work instead of a B×B scan.
 
     Args:
       labels: [B] or [B, 1] class labels of the whole batch.
       anchor_indices: optional [A] int anchor rows (default: all).
 
     Returns:
-      `(columns, valid)`: int32 [A, K] batch columns and bool [A, K]; slot `(i, k)` holds a
-      positive of anchor `i` iff `valid[i, k]` (the anchor itself and padding are invalid).
+      `(columns, valid)`: int32 [A, K] batch columns and bool [A, K] (K >= 1); slot `(i, k)`
+      holds a positive of anchor `i` (never the anchor itself) iff `valid[i, k]`.
     """
     labels = _labels_1d(labels)
     rows = _anchor_indices(labels, anchor_indices)
@@ -94,11 +104,13 @@ def positive_slots(labels, anchor_indices=None):
     anchor_labels = tf.gather(labels, rows)
     start = tf.searchsorted(sorted_labels, anchor_labels, side="left", out_type=tf.int32)
     count = tf.searchsorted(sorted_labels, anchor_labels, side="right", out_type=tf.int32) - start
-    width = tf.reduce_max(tf.concat([count, [1]], axis=0))
+    # Where the anchor itself sits in its class block: its slot is skipped.
+    own = tf.gather(tf.math.invert_permutation(order), rows) - start
+    width = tf.reduce_max(tf.concat([count - 1, [1]], axis=0))
     slot = tf.range(width)[None, :]
-    columns = tf.gather(order, tf.minimum(start[:, None] + slot, tf.maximum(batch - 1, 0)))
-    valid = tf.logical_and(slot < count[:, None], tf.not_equal(columns, rows[:, None]))
-    return columns, valid
+    in_block = slot + tf.cast(slot >= own[:, None], tf.int32)
+    columns = tf.gather(order, tf.minimum(start[:, None] + in_block, tf.maximum(batch - 1, 0)))
+    return columns, slot < count[:, None] - 1
 
 
 def _sorted_keys(queries, valid):
@@ -154,9 +166,10 @@ def _row_argmin(values, mask, largest=False):
 
 
 # Up to this many queries per anchor, a masked arg-min per query (O(B²·K), a few cheap passes
-# each) beats bucketing (O(B² log K), but a B² searchsorted and a 64-bit segment minimum);
-# measured on CPU at B = 4096: K = 4 takes 0.1 s by the loop, 0.5 s by buckets.
-LOOP_QUERIES_MAX = 8
+# each) beats bucketing (O(B² log K), but a B² searchsorted and a 64-bit segment minimum).
+# Measured (CPU time, 2-core CPU, B = 4096): the loop costs ~0.06 s per query, the buckets
+# 0.7-1.0 s for 3 to 31 queries; they cross near 14 queries.
+LOOP_QUERIES_MAX = 12
 
 
 def _closest_farther_by_loop(plain, negative, keys):
@@ -224,8 +237,11 @@ def _semihard(pdist, negative, queries, valid=None, loop_queries_max=None):
     # no negative at all: the row minimum, as TFA's masked maximum of an empty mask gives.
     has_negative = tf.reduce_any(negative, axis=1, keepdims=True)
     farthest = _row_argmin(plain, negative, largest=True)
-    closest = _row_argmin(plain, tf.ones_like(negative))
-    fallback = tf.where(has_negative, farthest, closest)
+    fallback = tf.cond(  # the row minimum is only needed in a single-class batch
+        tf.reduce_all(has_negative),
+        lambda: farthest,
+        lambda: tf.where(has_negative, farthest, _row_argmin(plain, tf.ones_like(negative))),
+    )
     return gather_rows(pdist, tf.where(found, outside, fallback))
 
 

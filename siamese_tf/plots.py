@@ -94,7 +94,7 @@ def roc_figure(distances, same, threshold: float | None = None, title: str = "RO
     if threshold is not None and np.isfinite(threshold):
         point = eval_metrics.pair_classification_metrics(distances, same, threshold)
         ax.plot(
-            point["far"], point["tar"], "o", color="tab:red", label=f"threshold {threshold:.3g}"
+            point["far"], point["tar"], "o", color="tab:red", label=f"threshold {threshold:.4g}"
         )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
@@ -149,7 +149,7 @@ def distance_histogram_figure(
         label=f"different (n={int((~s).sum())}, mean {stats['mean_negative_distance']:.3g})",
     )
     if threshold is not None and np.isfinite(threshold):
-        ax.axvline(threshold, color="tab:red", lw=1.5, ls="--", label=f"threshold {threshold:.3g}")
+        ax.axvline(threshold, color="tab:red", lw=1.5, ls="--", label=f"threshold {threshold:.4g}")
     ax.set_xlabel("distance")
     ax.set_ylabel("density")
     ax.set_title(title)

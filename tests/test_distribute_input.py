@@ -19,8 +19,15 @@ def strategy():
 
 
 def make_arrays(classes_per_replica, stream, start_element):
-    return pk_batches(IMAGES, LABELS, classes_per_batch=classes_per_replica,
-                      samples_per_class=K, seed=5, stream=stream, start_step=start_element)
+    return pk_batches(
+        IMAGES,
+        LABELS,
+        classes_per_batch=classes_per_replica,
+        samples_per_class=K,
+        seed=5,
+        stream=stream,
+        start_step=start_element,
+    )
 
 
 def global_steps(strategy, dataset, n):
@@ -29,11 +36,16 @@ def global_steps(strategy, dataset, n):
     steps = []
     for _ in range(n):
         images, labels = next(iterator)
-        steps.append(tuple(
-            (x.numpy(), y.numpy())
-            for x, y in zip(strategy.experimental_local_results(images),
-                            strategy.experimental_local_results(labels), strict=True)
-        ))
+        steps.append(
+            tuple(
+                (x.numpy(), y.numpy())
+                for x, y in zip(
+                    strategy.experimental_local_results(images),
+                    strategy.experimental_local_results(labels),
+                    strict=True,
+                )
+            )
+        )
     return steps
 
 
@@ -67,9 +79,14 @@ def test_streaming_reader_distributes_the_same_way(strategy, tmp_path):
     write_class_shards(Source(images, LABELS, "rows"), tmp_path / "shards", shard_size=2)
 
     def make(classes_per_replica, stream, start_element):
-        return class_shard_pk_batches(tmp_path / "shards", classes_per_batch=classes_per_replica,
-                                      samples_per_class=K, seed=2, stream=stream,
-                                      start_step=start_element)
+        return class_shard_pk_batches(
+            tmp_path / "shards",
+            classes_per_batch=classes_per_replica,
+            samples_per_class=K,
+            seed=2,
+            stream=stream,
+            start_step=start_element,
+        )
 
     full = global_steps(strategy, distribute_pk_dataset(strategy, make, 4), 3)
     resumed = global_steps(strategy, distribute_pk_dataset(strategy, make, 4, start_step=1), 2)

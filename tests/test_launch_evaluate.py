@@ -12,6 +12,7 @@ import zipfile
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from siamese_tf.errors import InputError
 from siamese_tf.evaluation import retrieval
@@ -21,6 +22,8 @@ from trainers.config import TrainConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = TrainConfig(epochs=1, steps_per_epoch=3, calibration_pairs=100, test_pairs=100)
+
+
 FAST = evaluation.EvalOptions(bootstrap=200, episodes=50, projection="pca")
 
 
@@ -241,9 +244,20 @@ def test_cli_writes_reports_plots_and_projector(workdir):
     assert verification["projector"] == str(projector)
 
 
-def test_cli_bad_input_is_one_line_exit_2(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps(dataclasses.asdict(TINY)))
-    result = run_cli(f"--workdir={tmp_path}", "--protocol=clustering")
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
-    assert "has no model.keras" in lines[0] and "Traceback" not in result.stderr
+def test_pair_head_models_score_episodes_with_their_own_distance(monkeypatch):
+    class HeadModel:
+        """A pair-head model whose "1 - p(same)" happens to be the Euclidean distance."""
+
+        head = object()
+
+        def pair_distances(self, a, b):
+            return tf.norm(a - b, axis=-1)
+
+    rng = np.random.default_rng(0)
+    support = rng.normal(size=(7, 4, 3, 5))
+    query = rng.normal(size=(7, 8, 5))
+    targets = rng.integers(0, 4, size=(7, 8))
+    monkeypatch.setattr(evaluation, "_MAX_HEAD_PAIRS", 2 * 8 * 4 * 3)  # Chunks of 2 episodes.
+    got = evaluation._episode_accuracies(HeadModel(), support, query, targets)
+    expected = retrieval.episode_accuracies(support, query, targets, metric="euclidean")
+    np.testing.assert_allclose(got, expected)

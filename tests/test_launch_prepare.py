@@ -15,8 +15,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def run_prepare(*args, timeout=180):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run([sys.executable, "-m", "launch.prepare", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "launch.prepare", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def write_images(root, broken=False):
@@ -37,8 +43,9 @@ def error_lines(stderr):
 
 def test_cli_writes_class_shards(tmp_path):
     write_images(tmp_path / "img")
-    result = run_prepare(f"--dataset=folder:{tmp_path / 'img'}", f"--out={tmp_path / 'out'}",
-                         "--shard_size=3")
+    result = run_prepare(
+        f"--dataset=folder:{tmp_path / 'img'}", f"--out={tmp_path / 'out'}", "--shard_size=3"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout.split("summary: ", 1)[1].splitlines()[0])
     assert summary["examples"] == 12 and summary["classes"] == 3 and summary["shards"] == 6

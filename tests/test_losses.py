@@ -19,9 +19,24 @@ TOL = 1e-5
 @pytest.fixture(params=["loop", "buckets"])
 def mining_path(request, monkeypatch):
     """Runs a test through both mining code paths (per-query loop and sorted buckets)."""
-    if request.param == "buckets":
-        monkeypatch.setattr(mining, "LOOP_QUERIES_MAX", 0)
+    _use_path(monkeypatch, request.param)
     return request.param
+
+
+def _use_path(monkeypatch, path):
+    if path == "buckets":
+        monkeypatch.setattr(mining, "LOOP_QUERIES_MAX", 0)
+
+
+# Every metric through the per-query loop, two through the bucket path (the metric and the
+# path are independent; this keeps the file fast).
+METRIC_PATHS = [
+    ("L2", "loop"),
+    ("squared-L2", "loop"),
+    ("angular", "loop"),
+    ("L2", "buckets"),
+    ("angular", "buckets"),
+]
 
 
 def _unit(rng, batch, dim=8, dtype=np.float32):
@@ -54,27 +69,28 @@ BATCHES = _batches()
 BATCH_IDS = [b[0] for b in BATCHES]
 
 
-@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("metric,path", METRIC_PATHS)
 @pytest.mark.parametrize("name,labels,emb", BATCHES, ids=BATCH_IDS)
-def test_semihard_matches_tfa(mining_path, metric, name, labels, emb):
+def test_semihard_matches_tfa(monkeypatch, metric, path, name, labels, emb):
+    _use_path(monkeypatch, path)
     ours = losses.triplet_semihard_loss(labels, emb, margin=1.0, distance_metric=metric)
     ref = tfa.triplet_semihard_loss(labels, emb, margin=1.0, distance_metric=metric)
     assert ours.dtype == tf.float32
     np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=TOL, atol=TOL)
 
 
-@pytest.mark.parametrize("soft", [False, True])
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize("name,labels,emb", BATCHES, ids=BATCH_IDS)
-def test_hard_matches_tfa(metric, soft, name, labels, emb):
-    ours = losses.triplet_hard_loss(labels, emb, margin=0.5, soft=soft, distance_metric=metric)
-    ref = tfa.triplet_hard_loss(labels, emb, margin=0.5, soft=soft, distance_metric=metric)
-    if soft and not np.isfinite(ref.numpy()):
-        # TFA's log1p(exp(x)) overflows for gaps above ~88 (large squared distances); our
-        # softplus stays finite: a documented deviation.
-        assert np.isfinite(ours.numpy()) and ours.numpy() > 88
-        return
-    np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=TOL, atol=TOL)
+def test_hard_matches_tfa(metric, name, labels, emb):
+    for soft in (False, True):
+        ours = losses.triplet_hard_loss(labels, emb, margin=0.5, soft=soft, distance_metric=metric)
+        ref = tfa.triplet_hard_loss(labels, emb, margin=0.5, soft=soft, distance_metric=metric)
+        if soft and not np.isfinite(ref.numpy()):
+            # TFA's log1p(exp(x)) overflows for gaps above ~88 (large squared distances); our
+            # softplus stays finite: a documented deviation.
+            assert np.isfinite(ours.numpy()) and ours.numpy() > 88
+            continue
+        np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=TOL, atol=TOL)
 
 
 def test_hard_matches_tfa_without_positive_pair():
@@ -160,35 +176,31 @@ def _np_pdist(emb, metric):
 
 
 def _brute_batch_all(labels, emb, margin, soft, metric):
+    """Every triplet enumerated as a [B, B, B] array: (loss, active fraction)."""
     d = _np_pdist(emb, metric)
     labels = np.reshape(labels, [-1])
-    total, count, active, valid = 0.0, 0, 0, 0
-    for a in range(len(labels)):
-        for p in range(len(labels)):
-            if p == a or labels[p] != labels[a]:
-                continue
-            for n in range(len(labels)):
-                if labels[n] == labels[a]:
-                    continue
-                valid += 1
-                x = d[a, p] - d[a, n]
-                if soft:
-                    total += math.log1p(math.exp(x))
-                    count += 1
-                elif x + margin > 0:
-                    total += x + margin
-                    count += 1
-                active += x + margin > 0
-    return (total / count if count else 0.0), (active / valid if valid else 0.0)
+    same = labels[:, None] == labels[None, :]
+    positive = same & ~np.eye(len(labels), dtype=bool)
+    valid = positive[:, :, None] & ~same[:, None, :]
+    x = d[:, :, None] - d[:, None, :]  # x[a, p, n] = d(a, p) - d(a, n)
+    active = valid & (x + margin > 0)
+    fraction = active.sum() / valid.sum() if valid.any() else 0.0
+    if soft:
+        terms, counted = np.logaddexp(0.0, x), valid
+    else:
+        terms, counted = x + margin, active
+    loss = terms[counted].sum() / counted.sum() if counted.any() else 0.0
+    return loss, fraction
 
 
-@pytest.mark.parametrize("soft", [False, True])
-@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("metric,path", METRIC_PATHS)
 @pytest.mark.parametrize("name,labels,emb", BATCHES, ids=BATCH_IDS)
-def test_batch_all_matches_brute_force(mining_path, metric, soft, name, labels, emb):
-    expected, fraction = _brute_batch_all(labels, emb, 0.3, soft, metric)
-    value = losses.triplet_batch_all_loss(labels, emb, 0.3, soft, metric)
-    np.testing.assert_allclose(value, expected, rtol=TOL, atol=TOL)
+def test_batch_all_matches_brute_force(monkeypatch, metric, path, name, labels, emb):
+    _use_path(monkeypatch, path)
+    for soft in (False, True):
+        expected, fraction = _brute_batch_all(labels, emb, 0.3, soft, metric)
+        value = losses.triplet_batch_all_loss(labels, emb, 0.3, soft, metric)
+        np.testing.assert_allclose(value, expected, rtol=TOL, atol=TOL)
     stats = mining.batch_statistics(labels, emb, 0.3, metric)
     np.testing.assert_allclose(stats["active_triplet_fraction"], fraction, rtol=TOL, atol=TOL)
 
@@ -266,9 +278,10 @@ ALL_LOSSES = {
 }
 
 
-@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("metric,path", METRIC_PATHS)
 @pytest.mark.parametrize("loss_name", list(ALL_LOSSES))
-def test_no_positive_pair(mining_path, loss_name, metric):
+def test_no_positive_pair(monkeypatch, loss_name, metric, path):
+    _use_path(monkeypatch, path)
     rng = np.random.default_rng(8)
     labels, emb = np.arange(6), _unit(rng, 6)
     value, grad = _value_and_grad(lambda e: ALL_LOSSES[loss_name](labels, e, metric), emb)
@@ -281,9 +294,10 @@ def test_no_positive_pair(mining_path, loss_name, metric):
         assert value == 0.0
 
 
-@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("metric,path", METRIC_PATHS)
 @pytest.mark.parametrize("loss_name", list(ALL_LOSSES))
-def test_no_negative(mining_path, loss_name, metric):
+def test_no_negative(monkeypatch, loss_name, metric, path):
+    _use_path(monkeypatch, path)
     rng = np.random.default_rng(9)
     labels, emb = np.full(7, 3), _unit(rng, 7)
     value, grad = _value_and_grad(lambda e: ALL_LOSSES[loss_name](labels, e, metric), emb)
@@ -299,13 +313,14 @@ def test_no_negative(mining_path, loss_name, metric):
 @pytest.mark.parametrize("loss_name", list(ALL_LOSSES))
 def test_single_example_and_empty_batches(loss_name):
     for labels, emb in (([4], np.ones((1, 3), np.float32)), ([], np.zeros((0, 3), np.float32))):
-        value, grad = _value_and_grad(lambda e: ALL_LOSSES[loss_name](labels, e, "L2"), emb)
+        value, grad = _value_and_grad(lambda e, y=labels: ALL_LOSSES[loss_name](y, e, "L2"), emb)
         assert np.isfinite(value) and np.all(grad == 0.0)
 
 
-@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("metric,path", METRIC_PATHS)
 @pytest.mark.parametrize("loss_name", list(ALL_LOSSES))
-def test_finite_gradients_with_duplicate_embeddings(mining_path, loss_name, metric):
+def test_finite_gradients_with_duplicate_embeddings(monkeypatch, loss_name, metric, path):
+    _use_path(monkeypatch, path)
     rng = np.random.default_rng(10)
     base = _unit(rng, 4)
     emb = np.concatenate([base, base, base[:2]])  # random-valued exact duplicates
@@ -372,7 +387,9 @@ def test_anchor_halves_reproduce_full_batch(mining_path, name):
     stats_full = mining.batch_statistics_terms(labels, pairwise_distances(emb), 0.5)
     parts = [
         mining.batch_statistics_terms(
-            labels, pairwise_distances(emb, anchor_indices=tf.range(lo, lo + 10)), 0.5,
+            labels,
+            pairwise_distances(emb, anchor_indices=tf.range(lo, lo + 10)),
+            0.5,
             anchor_indices=tf.range(lo, lo + 10),
         )
         for lo in (0, 10)
@@ -449,14 +466,15 @@ def test_loss_classes_scale_like_keras_under_mirrored_strategy():
         (losses.TripletHardLoss(), labels, emb),
         (losses.TripletBatchAllLoss(), labels, emb),
         (losses.ContrastiveLoss(), labels % 2, dist),
-        (keras.losses.MeanSquaredError(), dist, dist * 0.5),  # Keras' own convention
+        # Keras' own convention (per-example values [B] -> mean, scaled by 1/replicas).
+        (keras.losses.MeanSquaredError(), dist[:, None], dist[:, None] * 0.5),
     ]
     for loss, y_true, y_pred in cases:
         unscaled = loss(y_true, y_pred).numpy()
         assert unscaled > 0
         per_replica = _per_replica(strategy, tf.function(lambda: loss(y_true, y_pred)))  # noqa: B023
-        np.testing.assert_allclose(per_replica, [unscaled / 2] * 2, rtol=1e-6)
-        # The functional forms are never scaled.
+        np.testing.assert_allclose(per_replica, [unscaled / 2] * 2, rtol=1e-6, err_msg=loss.name)
+    # The functional forms are never scaled.
     value = _per_replica(strategy, lambda: losses.triplet_semihard_loss(labels, emb))
     np.testing.assert_allclose(value, [losses.triplet_semihard_loss(labels, emb)] * 2, rtol=1e-6)
 

@@ -52,7 +52,14 @@ def wait_for_backup(proc, workdir, min_step, timeout=240):
 
 def weights(workdir):
     model = keras.models.load_model(pathlib.Path(workdir) / "model.keras")
-    return [w.numpy() for w in model.weights]
+    return {w.path: w.numpy() for w in model.weights}
+
+
+def assert_same_weights(workdir_a, workdir_b):
+    a, b = weights(workdir_a), weights(workdir_b)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
 def metrics(workdir):
@@ -68,7 +75,9 @@ def uninterrupted(tmp_path_factory):
 
 
 def test_kill_9_twice_then_resume_is_bit_identical(uninterrupted, tmp_path):
-    rng = np.random.default_rng(int(time.time()))
+    seed = int(time.time())
+    print("kill schedule seed", seed)  # shown on failure, to replay the schedule
+    rng = np.random.default_rng(seed)
     workdir = tmp_path / "killed"
     for low in sorted(rng.choice(np.arange(4, 28, 4), 2, replace=False)):
         proc = start(workdir)
@@ -78,8 +87,7 @@ def test_kill_9_twice_then_resume_is_bit_identical(uninterrupted, tmp_path):
         proc.wait()
     code, _, err = finish(start(workdir))
     assert code == 0, err[-2000:]
-    for a, b in zip(weights(uninterrupted), weights(workdir)):
-        np.testing.assert_array_equal(a, b)
+    assert_same_weights(uninterrupted, workdir)
     assert metrics(workdir) == metrics(uninterrupted)
     report = json.loads((workdir / "report.json").read_text())
     assert report["start_step"] > 0 and report["steps"] == 36
@@ -96,8 +104,7 @@ def test_sigterm_saves_and_exits_then_resumes(uninterrupted, tmp_path):
     assert stopped_at >= 4
     code, _, err = finish(start(workdir))
     assert code == 0, err[-2000:]
-    for a, b in zip(weights(uninterrupted), weights(workdir)):
-        np.testing.assert_array_equal(a, b)
+    assert_same_weights(uninterrupted, workdir)
 
 
 def test_resume_refuses_a_changed_config(uninterrupted):

@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from siamese_tf.data import ClassIndex, balanced_pairs, pair_indices, pk_batches, pk_indices
+from siamese_tf.data import (
+    ClassIndex,
+    balanced_pairs,
+    pair_indices,
+    pk_batches,
+    pk_indices,
+    samplers,
+)
 from siamese_tf.errors import InputError
 
 # Class sizes 1..12 plus a large class: small classes exercise sampling with replacement and the
@@ -37,8 +44,9 @@ def test_class_index_groups_rows_by_class():
 @pytest.mark.parametrize("weighting", ["uniform", "proportional"])
 def test_pk_batches_have_p_distinct_classes_times_k(weighting):
     p, k = 4, 5
-    ds = pk_batches(IMAGES, LABELS, classes_per_batch=p, samples_per_class=k, seed=3,
-                    class_weighting=weighting)
+    ds = pk_batches(
+        IMAGES, LABELS, classes_per_batch=p, samples_per_class=k, seed=3, class_weighting=weighting
+    )
     for images, labels in take(ds, 30):
         assert images.shape == (p * k,)
         np.testing.assert_array_equal(LABELS[images], labels)  # labels match the gathered rows
@@ -66,18 +74,38 @@ def test_pk_same_seed_same_batches_and_resume_from_step():
     again = take(pk_indices(LABELS, **kwargs), 12)
     resumed = take(pk_indices(LABELS, start_step=7, **kwargs), 5)
     other_seed = take(pk_indices(LABELS, **{**kwargs, "seed": 12}), 12)
-    for a, b in zip(first, again):
+    for a, b in zip(first, again, strict=True):
         np.testing.assert_array_equal(a[0], b[0])
-    for a, b in zip(first[7:], resumed):
+    for a, b in zip(first[7:], resumed, strict=True):
         np.testing.assert_array_equal(a[0], b[0])
-    assert any(not np.array_equal(a[0], b[0]) for a, b in zip(first, other_seed))
+    assert any(not np.array_equal(a[0], b[0]) for a, b in zip(first, other_seed, strict=True))
+
+
+@pytest.mark.parametrize("start", [63, 64, 130])
+def test_resume_across_sampling_blocks(start):
+    # Steps are drawn in blocks of S (64 here): resuming anywhere, at a block edge or inside
+    # a later block, replays the batches exactly, for P×K and for pairs.
+    kwargs = dict(classes_per_batch=2, samples_per_class=3, seed=4)
+    assert samplers.block_size(7) == 64
+    full = take(pk_indices(LABELS, **kwargs), start + 3)
+    resumed = take(pk_indices(LABELS, start_step=start, **kwargs), 3)
+    for a, b in zip(full[start:], resumed, strict=True):
+        np.testing.assert_array_equal(a[0], b[0])
+    pairs = take(pair_indices(LABELS, batch_size=4, seed=4), start + 2)
+    pairs_resumed = take(pair_indices(LABELS, batch_size=4, seed=4, start_step=start), 2)
+    for a, b in zip(pairs[start:], pairs_resumed, strict=True):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    batches = take(pk_batches(IMAGES, LABELS, start_step=start, **kwargs), 3)
+    for a, b in zip(full[start:], batches, strict=True):
+        np.testing.assert_array_equal(a[0], b[0])  # gathered rows are the sampled rows
 
 
 def test_streams_draw_different_batches():
     kwargs = dict(classes_per_batch=3, samples_per_class=4, seed=11)
     s0 = take(pk_indices(LABELS, stream=0, **kwargs), 10)
     s1 = take(pk_indices(LABELS, stream=1, **kwargs), 10)
-    assert sum(np.array_equal(a[0], b[0]) for a, b in zip(s0, s1)) == 0
+    assert sum(np.array_equal(a[0], b[0]) for a, b in zip(s0, s1, strict=True)) == 0
 
 
 @pytest.mark.parametrize("batch_size", [8, 9])
@@ -96,8 +124,8 @@ def test_balanced_pairs_are_exactly_half_positive(batch_size, weighting):
 def test_pair_indices_deterministic_and_resumable():
     first = take(pair_indices(LABELS, batch_size=6, seed=2), 9)
     resumed = take(pair_indices(LABELS, batch_size=6, seed=2, start_step=4), 5)
-    for x, y in zip(first[4:], resumed):
-        for u, v in zip(x, y):
+    for x, y in zip(first[4:], resumed, strict=True):
+        for u, v in zip(x, y, strict=True):
             np.testing.assert_array_equal(u, v)
 
 
@@ -107,8 +135,11 @@ def test_pair_indices_deterministic_and_resumable():
         (LABELS, dict(classes_per_batch=8, samples_per_class=2), "only 7 classes"),
         (LABELS, dict(classes_per_batch=0, samples_per_class=2), ">= 1"),
         (np.array([], np.int64), dict(classes_per_batch=2, samples_per_class=2), "empty"),
-        (LABELS.astype(np.float32) + 0.5, dict(classes_per_batch=2, samples_per_class=2),
-         "integers"),
+        (
+            LABELS.astype(np.float32) + 0.5,
+            dict(classes_per_batch=2, samples_per_class=2),
+            "integers",
+        ),
     ],
 )
 def test_pk_bad_input_is_a_clear_error(labels, kwargs, message):
@@ -134,8 +165,7 @@ def test_samplers_take_a_source_and_apply_its_map_fn():
     images = np.zeros((LABELS.size, 4, 4, 1), np.uint8)
     images[:, 0, 0, 0] = np.arange(LABELS.size)
     source = Source(images, LABELS, image_shape=(8, 8, 1))  # resized after sampling
-    batch, labels = next(iter(pk_batches(source, classes_per_batch=2, samples_per_class=3,
-                                         seed=0)))
+    batch, labels = next(iter(pk_batches(source, classes_per_batch=2, samples_per_class=3, seed=0)))
     assert batch.shape == (6, 8, 8, 1) and batch.dtype == np.uint8
     (a, b), same = next(iter(balanced_pairs(source, batch_size=4, seed=0)))
     assert a.shape == b.shape == (4, 8, 8, 1)
@@ -207,13 +237,15 @@ def test_class_split_is_disjoint_and_example_split_is_stratified():
     from siamese_tf.data import split_indices
 
     labels = np.repeat(np.arange(20), 6)
-    by_class = split_indices(labels, calibration_fraction=0.2, test_fraction=0.2, seed=0,
-                             split_by="class")
+    by_class = split_indices(
+        labels, calibration_fraction=0.2, test_fraction=0.2, seed=0, split_by="class"
+    )
     parts = [set(labels[rows]) for rows in (by_class.train, by_class.calibration, by_class.test)]
     assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
     assert sum(by_class.sizes().values()) == labels.size
-    again = split_indices(labels, calibration_fraction=0.2, test_fraction=0.2, seed=0,
-                          split_by="class")
+    again = split_indices(
+        labels, calibration_fraction=0.2, test_fraction=0.2, seed=0, split_by="class"
+    )
     np.testing.assert_array_equal(by_class.test, again.test)
     by_example = split_indices(labels, calibration_fraction=0.2, test_fraction=0.2, seed=0)
     assert set(labels[by_example.test]) == set(labels[by_example.train]) == set(range(20))

@@ -24,8 +24,9 @@ def gray(seed, size=(6, 6)):
     return np.random.RandomState(seed).randint(0, 256, size).astype(np.uint8)
 
 
-def write_folder(root, classes=3, per_class=4, fmts=("PNG", "JPEG", "BMP", "GIF"), size=(6, 6),
-                 rgb=False):
+def write_folder(
+    root, classes=3, per_class=4, fmts=("PNG", "JPEG", "BMP", "GIF"), size=(6, 6), rgb=False
+):
     """class<c>/<i>.<fmt> files; returns {path: pixels} for lossless formats."""
     pixels = {}
     for c in range(classes):

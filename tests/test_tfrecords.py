@@ -47,8 +47,9 @@ def test_index_lists_one_class_per_shard(shards):
     assert index["image_shape"] == [3, 3, 1] and not index["encoded"]
     for entry, count in zip(index["classes"], COUNTS, strict=True):
         assert entry["count"] == count
-        assert [s["count"] for s in entry["shards"]] == [min(4, count - i) for i in
-                                                          range(0, count, 4)]
+        assert [s["count"] for s in entry["shards"]] == [
+            min(4, count - i) for i in range(0, count, 4)
+        ]
         for shard in entry["shards"]:
             assert shard["file"].startswith(f"class{entry['label']}-")
 
@@ -76,8 +77,13 @@ def test_encoded_shards_round_trip(tmp_path):
     loaded = load_source(f"tfrecord:{tmp_path / 'out'}", storage="stored")
     assert loaded.encoded and loaded.class_names == ("c0", "c1", "c2")
     np.testing.assert_array_equal(loaded.decoded_images()[:, 0, 0, 0], [0, 1, 30, 31, 60, 61])
-    batch, labels = next(iter(class_shard_pk_batches(
-        tmp_path / "out", classes_per_batch=3, samples_per_class=2, seed=0)))
+    batch, labels = next(
+        iter(
+            class_shard_pk_batches(
+                tmp_path / "out", classes_per_batch=3, samples_per_class=2, seed=0
+            )
+        )
+    )
     assert batch.shape == (6, 20, 20, 1)
     np.testing.assert_array_equal(batch.numpy()[:, 0, 0, 0] // 30, labels.numpy())
 
@@ -85,8 +91,9 @@ def test_encoded_shards_round_trip(tmp_path):
 def test_writer_flushes_short_shards_when_buffers_are_full(tmp_path):
     writer = ClassShardWriter(tmp_path, shard_size=100, buffer_bytes=1)
     writer.add(IMAGES, LABELS)
-    index = writer.close(name="t", encoded=False, image_shape=[3, 3, 1], stored_shape=[3, 3, 1],
-                         class_names=None)
+    index = writer.close(
+        name="t", encoded=False, image_shape=[3, 3, 1], stored_shape=[3, 3, 1], class_names=None
+    )
     assert index["num_examples"] == LABELS.size
     assert all(s["count"] == 1 for c in index["classes"] for s in c["shards"])
 
@@ -119,8 +126,9 @@ def test_prepare_is_atomic_and_refuses_foreign_folders(tmp_path):
 @pytest.mark.parametrize("weighting", ["uniform", "proportional"])
 def test_reader_yields_p_distinct_classes_of_k_consecutive_records(shards, weighting):
     p, k = 3, 4
-    ds = class_shard_pk_batches(shards, classes_per_batch=p, samples_per_class=k, seed=1,
-                                class_weighting=weighting)
+    ds = class_shard_pk_batches(
+        shards, classes_per_batch=p, samples_per_class=k, seed=1, class_weighting=weighting
+    )
     for images, labels in take(ds, 25):
         assert images.shape == (p * k, 3, 3, 1)
         values = images[:, 0, 0, 0].astype(int)
@@ -174,3 +182,14 @@ def test_single_example_classes_are_reported_once(tmp_path, caplog):
             class_shard_pk_batches(out, classes_per_batch=2, samples_per_class=2, seed=0)
     reports = [r for r in caplog.records if "single example" in r.getMessage()]
     assert len(reports) == 1 and "labels 2, 40" in reports[0].getMessage()
+
+
+def test_prepare_streams_a_tfds_split(tmp_path):
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=24):
+        index = prepare_class_shards("tfds:mnist:train", tmp_path / "out", shard_size=2)
+    assert index["encoded"] and index["num_examples"] == 24
+    assert index["image_shape"] == [28, 28, 1] and len(index["class_names"]) == 10
+    loaded = load_source(f"tfrecord:{tmp_path / 'out'}", storage="stored")
+    assert loaded.encoded and loaded.decoded_images([0]).shape == (1, 28, 28, 1)

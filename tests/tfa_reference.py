@@ -85,9 +85,7 @@ def triplet_semihard_loss(y_true, y_pred, margin=1.0, distance_metric="L2"):
         tf.math.greater(pdist_matrix_tile, tf.reshape(tf.transpose(pdist_matrix), [-1, 1])),
     )
     mask_final = tf.reshape(
-        tf.math.greater(
-            tf.math.reduce_sum(tf.cast(mask, dtype=tf.float32), 1, keepdims=True), 0.0
-        ),
+        tf.math.greater(tf.math.reduce_sum(tf.cast(mask, dtype=tf.float32), 1, keepdims=True), 0.0),
         [batch_size, batch_size],
     )
     mask_final = tf.transpose(mask_final)

@@ -60,6 +60,8 @@ EVAL_DIR = "eval"
 PLOTS_DIR = "plots"
 PROJECTOR_DIR = os.path.join(wd.LOGS, "projector")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+# (query, support) pairs a pair-head model scores per chunk of one-shot episodes.
+_MAX_HEAD_PAIRS = 1 << 18
 
 log = logging.getLogger(__name__)
 
@@ -359,10 +361,17 @@ def _episode_accuracies(model, support, query, targets) -> np.ndarray:
         )
     e, n, k, d = support.shape
     q = query.shape[1]
-    pairs_q = np.broadcast_to(query[:, :, None, None, :], (e, q, n, k, d)).reshape(-1, d)
-    pairs_s = np.broadcast_to(support[:, None], (e, q, n, k, d)).reshape(-1, d)
-    distances = model_distances(model, pairs_q, pairs_s).reshape(e, q, n, k).mean(axis=3)
-    return np.mean(np.argmin(distances, axis=2) == targets, axis=1)
+    accuracies = []
+    step = max(1, _MAX_HEAD_PAIRS // (q * n * k))  # Episodes per chunk: bounded host memory.
+    for start in range(0, e, step):
+        sup, qry = support[start : start + step], query[start : start + step]
+        shape = (sup.shape[0], q, n, k, d)
+        pairs_q = np.broadcast_to(qry[:, :, None, None, :], shape).reshape(-1, d)
+        pairs_s = np.broadcast_to(sup[:, None], shape).reshape(-1, d)
+        distances = model_distances(model, pairs_q, pairs_s).reshape(shape[:4]).mean(axis=3)
+        predicted = np.argmin(distances, axis=2)
+        accuracies.append(np.mean(predicted == targets[start : start + step], axis=1))
+    return np.concatenate(accuracies)
 
 
 def verification_protocol(run: Run, data: SplitData, embeddings, options: EvalOptions) -> tuple:

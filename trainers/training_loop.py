@@ -67,12 +67,16 @@ def fit_resumable(model, state: TrainingState, make_dataset, *, steps_per_epoch:
       A `FitResult`.
     """
     start = state.restore()
+    if start % steps_per_epoch == 0:
+        # At an epoch boundary Keras starts the next epoch with reset metrics; the restored
+        # running means belong to the finished epoch.
+        state.restored_metric_values = None
     if on_restore is not None:
         on_restore(start)
-    checkpoint_cb = CheckpointCallback(state, save_every_steps, preemption)
+    checkpoint_cb = CheckpointCallback(state, save_every_steps, steps_per_epoch, preemption)
     # Order matters: the checkpoint callback sees the NaN guard's verdict and runs after the
     # calibration callback has stored the epoch's threshold in the model.
-    all_callbacks = [*callbacks, LearningRateLogger(), checkpoint_cb, StopAtStep(total_steps)]
+    all_callbacks = [LearningRateLogger(), *callbacks, checkpoint_cb, StopAtStep(total_steps)]
     history: dict = {}
     step = start
     epochs = -(-total_steps // steps_per_epoch)

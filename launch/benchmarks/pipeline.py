@@ -10,11 +10,13 @@ Three measurements, each against its peers on the same data in the same process:
     through `from_tensor_slices(...).batch`). tf.data pipelines are consumed in-graph, as a
     training step consumes them. P×K = 8×16 on MNIST (10 classes cannot fill P = 32) and
     P×K = 32×4 on synthetic 28×28 images of 100 classes; both 128 images per batch.
-(b) Peak memory of each for 60k 28×28 images: one subprocess per variant, `ru_maxrss` after
-    drawing batches minus `ru_maxrss` after the imports.
+(b) Peak memory of each for 60k 28×28 images: one subprocess per variant; after the imports
+    the peak-RSS mark is reset (Linux `clear_refs`), and the peak RSS (VmHWM, the process's own
+    `ru_maxrss`) after loading the data and drawing 200 batches, minus the RSS after the
+    imports, is the variant's peak.
 (c) Input overhead in training: `fit` step time of the default conv net (conv_small, 64-d,
     TripletSemiHardLoss(margin=0.5)) fed by `pk_batches` ÷ fed the same batches pre-made as
-    tensors; runs alternate and the median of each is taken.
+    tensors; short epochs alternate, and the median ratio of neighbouring epochs is reported.
 
 MNIST is read from `../shared/data/mnist` (beside the checkout) when present, else synthetic
 images of the same shape are used; `sizes=(n,)` changes the number of images (default 60,000).
@@ -238,8 +240,31 @@ def measure_throughput(images, labels, p: int, k: int, shards_dir=None, tutorial
 # (b) memory, one subprocess per variant.
 
 
-def _maxrss_mb() -> float:
+def _peak_rss_mb() -> float:
+    """This process's peak RSS: VmHWM (Linux), else `ru_maxrss`.
+
+    VmHWM belongs to the process's own address space; `ru_maxrss` also carries the parent's
+    RSS at fork + exec, which would hide a child's peak under the benchmark parent's.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def _reset_peak_rss() -> bool:
+    """Resets the peak-RSS mark to the current RSS (Linux), so the imports' transient peak
+    does not hide a variant's; False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def measure_memory_variant(variant: str, data_spec: str, n: int, shards_dir: str = "") -> dict:
@@ -249,7 +274,8 @@ def measure_memory_variant(variant: str, data_spec: str, n: int, shards_dir: str
 
     from siamese_tf.data import class_shard_pk_batches, pk_batches
 
-    baseline = _maxrss_mb()
+    reset = _reset_peak_rss()
+    baseline = _peak_rss_mb()
     p, k = 8, 16
     if variant == "class_shards":  # the data stays on disk
         ds = class_shard_pk_batches(shards_dir, classes_per_batch=p, samples_per_class=k, seed=0)
@@ -266,7 +292,7 @@ def measure_memory_variant(variant: str, data_spec: str, n: int, shards_dir: str
             raise ValueError(f"unknown memory variant {variant!r}")
     for _ in ds.take(200):
         pass
-    return {"variant": variant, "peak_mb": round(_maxrss_mb() - baseline, 1)}
+    return {"variant": variant, "peak_mb": round(_peak_rss_mb() - baseline, 1), "reset": reset}
 
 
 def _memory_in_subprocess(variant, data_spec, n, shards_dir) -> float:
@@ -294,7 +320,7 @@ def _memory_in_subprocess(variant, data_spec, n, shards_dir) -> float:
 # (c) overhead in training.
 
 
-def measure_overhead(images, labels, p: int, k: int, steps: int = 40, repeats: int = 5) -> dict:
+def measure_overhead(images, labels, p: int, k: int, steps: int = 30, repeats: int = 9) -> dict:
     """Median `fit` step time fed by `pk_batches` ÷ fed the same batches pre-made as tensors."""
     import keras
     import tensorflow as tf
@@ -320,23 +346,39 @@ def measure_overhead(images, labels, p: int, k: int, steps: int = 40, repeats: i
     )
     premade = premade.prefetch(tf.data.AUTOTUNE)
 
-    def step_time(dataset):
-        start = time.perf_counter()
-        model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
-        return (time.perf_counter() - start) / steps
+    class StepTimes(keras.callbacks.Callback):
+        """Intervals between consecutive batch ends: one training step including its input."""
 
-    step_time(pipeline)  # warm-up: traces the train function once per input signature
-    step_time(premade)
-    times = {"pipeline": [], "premade": []}
+        def __init__(self):
+            super().__init__()
+            self.intervals, self._last = [], None
+
+        def on_train_batch_end(self, batch, logs=None):
+            now = time.perf_counter()
+            if self._last is not None:
+                self.intervals.append(now - self._last)
+            self._last = now
+
+    datasets = {"pipeline": pipeline, "premade": premade}
+    for dataset in datasets.values():  # warm-up: traces the train function once per input
+        model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
+    # Short epochs alternate, so each pipeline epoch has a premade neighbour under the same
+    # machine load; per epoch the median step interval (robust to a descheduled step), per
+    # pair their ratio, and the median ratio over pairs.
+    medians = {name: [] for name in datasets}
     for _ in range(repeats):
-        times["pipeline"].append(step_time(pipeline))
-        times["premade"].append(step_time(premade))
-    piped = statistics.median(times["pipeline"])
-    base = statistics.median(times["premade"])
+        for name, dataset in datasets.items():
+            timer = StepTimes()
+            model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[timer])
+            medians[name].append(statistics.median(timer.intervals))
+    ratios = [a / b for a, b in zip(medians["pipeline"], medians["premade"], strict=True)]
+    piped = statistics.median(medians["pipeline"])
+    base = statistics.median(medians["premade"])
     return {
         "step_ms_pipeline": round(1000 * piped, 2),
         "step_ms_premade": round(1000 * base, 2),
-        "overhead_ratio": round(piped / base, 3),
+        "overhead_ratio": round(statistics.median(ratios), 3),
+        "overhead_ratios": [round(r, 3) for r in ratios],
         "steps": steps,
         "repeats": repeats,
     }

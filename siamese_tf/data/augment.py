@@ -50,12 +50,19 @@ def random_affine(images, seed, ranges: AffineRanges = AffineRanges()) -> tf.Ten
     batch = shape[0]
     height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
     u = tf.random.stateless_uniform([batch, 7], seed=seed, minval=-1.0, maxval=1.0)
-    on = tf.random.stateless_uniform([batch, 4], seed=tf.random.experimental.stateless_fold_in(
-        seed, 1)) < ranges.probability
+    on = (
+        tf.random.stateless_uniform(
+            [batch, 4], seed=tf.random.experimental.stateless_fold_in(seed, 1)
+        )
+        < ranges.probability
+    )
     on = tf.cast(on, tf.float32)
     angle = on[:, 0] * u[:, 0] * ranges.rotation_degrees * math.pi / 180.0
     shear_x, shear_y = on[:, 1] * u[:, 1] * ranges.shear, on[:, 1] * u[:, 2] * ranges.shear
-    scale_x, scale_y = 1.0 + on[:, 2] * u[:, 3] * ranges.scale, 1.0 + on[:, 2] * u[:, 4] * ranges.scale
+    scale_x, scale_y = (
+        1.0 + on[:, 2] * u[:, 3] * ranges.scale,
+        1.0 + on[:, 2] * u[:, 4] * ranges.scale,
+    )
     shift_x = on[:, 3] * u[:, 5] * ranges.translate * width
     shift_y = on[:, 3] * u[:, 6] * ranges.translate * height
     cos, sin = tf.cos(angle), tf.sin(angle)

@@ -84,6 +84,7 @@ def step_seed(seed: int, stream, step) -> tf.Tensor:
 # Largest per-block intermediate (random keys over classes, for instance), in elements.
 _BLOCK_ELEMENTS = 1 << 20
 _MAX_BLOCK = 64
+_BLOCKS_IN_FLIGHT = 2
 
 
 def block_size(elements_per_step: int) -> int:
@@ -108,7 +109,7 @@ class _Blocks:
         self.block = block
         self.skip = int(start_step) - first * block
         self.dataset = tf.data.Dataset.counter(first, dtype=tf.int64).map(
-            sample_block, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+            sample_block, num_parallel_calls=_BLOCKS_IN_FLIGHT, deterministic=True
         )
 
     def steps(self, dataset: tf.data.Dataset | None = None) -> tf.data.Dataset:
@@ -118,7 +119,7 @@ class _Blocks:
         ds = (self.dataset if dataset is None else dataset).flat_map(
             lambda *block: tf.data.Dataset.from_tensor_slices(block)
         )
-        return ds.skip(self.skip)
+        return ds.skip(self.skip) if self.skip else ds
 
 
 def _draw_k_offsets(counts: tf.Tensor, k: int, seed: tf.Tensor) -> tf.Tensor:
@@ -424,7 +425,7 @@ def _pair_blocks(
 
 # Gather a whole block of steps at once (one tf.data call per S batches) while the block's
 # stored images take at most this much memory; bigger images are gathered step by step.
-_GATHER_BLOCK_BYTES = 32 << 20
+_GATHER_BLOCK_BYTES = 16 << 20
 
 
 def _stored_bytes(images: tf.Tensor) -> int:
@@ -444,7 +445,14 @@ def _gathered_steps(blocks: _Blocks, images, rows_per_step: int, gather_block, m
     images = tf.convert_to_tensor(images)
     parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if blocks.block * rows_per_step * _stored_bytes(images) <= _GATHER_BLOCK_BYTES:
-        ds = blocks.steps(blocks.dataset.map(lambda *e: gather_block(images, *e), **parallel))
+        # A block serves S steps: two in flight keep ahead of training and bound the memory.
+        ds = blocks.steps(
+            blocks.dataset.map(
+                lambda *e: gather_block(images, *e),
+                num_parallel_calls=_BLOCKS_IN_FLIGHT,
+                deterministic=True,
+            )
+        )
         if map_fn is not None:
             ds = ds.map(lambda x, *rest: (_apply(map_fn, x), *rest), **parallel)
         return ds

@@ -314,7 +314,7 @@ def assemble(stream: SourceStream, image_size: int = 0, storage: str = "auto") -
         images = np.empty(survey.count, dtype=object)
         images[:] = [item for part in parts for item in part]
     else:
-        images = np.concatenate(parts)
+        images = parts[0] if len(parts) == 1 else np.concatenate(parts)
     source = Source(images, np.concatenate(labels), stream.name, shape, stream.class_names)
     return source.with_storage(storage)
 
@@ -389,7 +389,9 @@ def mnist_stream(arg: str) -> SourceStream:
             raise InputError(f"mnist: {prefix} images {x.shape} and labels {y.shape} disagree")
         images.append(x[..., None])
         labels.append(y.astype(np.int64))
-    chunks = iter([(np.concatenate(images), np.concatenate(labels), None)])
+    if len(images) > 1:
+        images, labels = [np.concatenate(images)], [np.concatenate(labels)]
+    chunks = iter([(images[0], labels[0], None)])
     return SourceStream(f"mnist:{folder}:{split}", False, chunks, [str(d) for d in range(10)])
 
 

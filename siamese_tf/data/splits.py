@@ -22,8 +22,11 @@ class Splits:
 
     def sizes(self) -> dict:
         """Number of rows per split, for config.json and logs."""
-        return {"train": int(self.train.size), "calibration": int(self.calibration.size),
-                "test": int(self.test.size)}
+        return {
+            "train": int(self.train.size),
+            "calibration": int(self.calibration.size),
+            "test": int(self.test.size),
+        }
 
 
 def split_indices(
@@ -54,8 +57,10 @@ def split_indices(
       InputError: fractions out of range, unknown `split_by`, or too few classes / examples.
     """
     labels = np.asarray(labels).reshape(-1)
-    for name, value in (("calibration_fraction", calibration_fraction),
-                        ("test_fraction", test_fraction)):
+    for name, value in (
+        ("calibration_fraction", calibration_fraction),
+        ("test_fraction", test_fraction),
+    ):
         if not 0.0 < value < 1.0:
             raise InputError(f"{name} must be in (0, 1), got {value}")
     if calibration_fraction + test_fraction >= 1.0:

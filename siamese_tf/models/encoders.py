@@ -9,7 +9,9 @@ from siamese_tf.errors import InputError
 
 
 def _conv_block(x, filters: int, *, batch_norm: bool, pool: bool, name: str):
-    x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm, name=f"{name}_conv")(x)
+    x = keras.layers.Conv2D(
+        filters, 3, padding="same", use_bias=not batch_norm, name=f"{name}_conv"
+    )(x)
     if batch_norm:
         x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
     x = keras.layers.ReLU(name=f"{name}_relu")(x)

@@ -52,6 +52,9 @@ class SiameseModel(keras.Model):
         self.positive_distance_tracker = keras.metrics.Mean(name="positive_distance")
         self.negative_distance_tracker = keras.metrics.Mean(name="negative_distance")
         self.active_fraction_tracker = keras.metrics.Mean(name="active_triplet_fraction")
+        # Counts steps whose loss or gradients were NaN/inf: a NaN input can leave the loss
+        # finite (masked out of mining) while the gradients poison the weights.
+        self.nonfinite_tracker = keras.metrics.Sum(name="nonfinite_steps")
 
     def call(self, images, training=None):
         """Embeds a batch of images. Runs per replica."""
@@ -163,6 +166,11 @@ class SiameseModel(keras.Model):
             # Mixed precision: LossScaleOptimizer scales, plain optimizers return the loss as is.
             scaled_loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, self.trainable_weights)
+        finite = tf.logical_and(
+            tf.math.is_finite(tf.cast(loss, tf.float32)),
+            tf.math.is_finite(tf.cast(tf.linalg.global_norm(gradients), tf.float32)),
+        )
+        self.nonfinite_tracker.update_state(1.0 - tf.cast(finite, tf.float32))
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
         return self._update_metrics(loss, stats, batch_size)
 

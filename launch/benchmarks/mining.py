@@ -1,0 +1,331 @@
+"""Mining benchmark: our semi-hard triplet loss vs TFA's tiled formulation vs the distance floor.
+
+For each batch size B (P×K batches, 128-d L2-normalised float32 embeddings):
+
+* `ours`: `siamese_tf.losses.TripletSemiHardLoss` — forward and gradient;
+* `tiled`: TFA's O(B³) formulation (`tests/tfa_reference.py`) — forward and gradient; skipped
+  where its B³ tensors would not fit (`tiled_limit_gb`), and then measured at `anchor_size`
+  instead and scaled by (B / anchor_size)³, flagged as an extrapolation;
+* `floor`: the B×B pairwise-distance matrix alone — forward and gradient of its sum, the least
+  any mining loss has to do.
+
+Time: median of `repeats` runs after a warm-up, inside one `tf.function`, in this process.
+Memory: a fresh subprocess per (implementation, B) — RSS peaks cannot be reset in-process — that
+reports its peak RSS (VmHWM; `ru_maxrss` would include the parent's peak, see `_peak_rss_mb`)
+and the peak minus its peak after importing TensorFlow and building the inputs (the delta).
+
+Called by `python -m launch.benchmark --suite=mining`; no flags here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parents[2]
+_GB = 1024**3
+IMPLS = ("ours", "tiled", "floor")
+
+
+def _tfa_reference():
+    """tests/tfa_reference.py, loaded by path (it is not part of an installed package)."""
+    spec = importlib.util.spec_from_file_location(
+        "tfa_reference", _ROOT / "tests" / "tfa_reference.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiled_bytes(batch_size: int) -> int:
+    """Rough peak of the tiled formulation: about four live B³ float32 tensors."""
+    return 4 * 4 * batch_size**3
+
+
+def _inputs(batch_size: int, dim: int, samples_per_class: int):
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(-(-batch_size // samples_per_class)), samples_per_class)
+    labels = tf.constant(labels[:batch_size].astype(np.int32))
+    emb = rng.normal(size=(batch_size, dim)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    return labels, tf.constant(emb)
+
+
+def _step(impl: str):
+    """A tf.function `(labels, embeddings) -> (value, gradient)` for one implementation."""
+    import tensorflow as tf
+
+    from siamese_tf import distances, losses
+
+    if impl == "ours":
+        loss = losses.TripletSemiHardLoss()
+
+        def value_fn(labels, emb):
+            return loss(labels, emb)
+    elif impl == "tiled":
+        reference = _tfa_reference()
+
+        def value_fn(labels, emb):
+            return reference.triplet_semihard_loss(labels, emb)
+    elif impl == "floor":
+
+        def value_fn(labels, emb):
+            del labels
+            return tf.reduce_sum(distances.pairwise_distances(emb))
+    else:
+        raise ValueError(f"unknown implementation {impl!r}")
+
+    @tf.function
+    def step(labels, emb):
+        with tf.GradientTape() as tape:
+            tape.watch(emb)
+            value = value_fn(labels, emb)
+        return value, tape.gradient(value, emb)
+
+    return step
+
+
+def _time(impl: str, batch_size: int, dim: int, samples_per_class: int, repeats: int) -> float:
+    labels, emb = _inputs(batch_size, dim, samples_per_class)
+    step = _step(impl)
+    step(labels, emb)[1].numpy()  # trace and warm up
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step(labels, emb)[1].numpy()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
+def _peak_rss_mb() -> float:
+    """Peak RSS of this process in MB: VmHWM where Linux has it, else ru_maxrss.
+
+    `ru_maxrss` survives fork + exec on Linux: a child started by a process that has grown
+    reports the parent's peak until it exceeds it. VmHWM belongs to the process' own memory
+    map, which exec replaces, so it is the child's own peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _child(impl: str, batch_size: int, dim: int, samples_per_class: int) -> None:
+    """Runs in a fresh process: prints one JSON line with baseline and peak RSS (MB)."""
+    labels, emb = _inputs(batch_size, dim, samples_per_class)
+    baseline = _peak_rss_mb()
+    step = _step(impl)
+    for _ in range(2):
+        step(labels, emb)[1].numpy()
+    print(json.dumps({"baseline_mb": baseline, "peak_mb": _peak_rss_mb()}))
+
+
+def _memory(impl: str, batch_size: int, dim: int, samples_per_class: int) -> dict:
+    code = (
+        "from launch.benchmarks.mining import _child; "
+        f"_child({impl!r}, {batch_size}, {dim}, {samples_per_class})"
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH")) if p)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
+        return {"error": f"exit {done.returncode}: {' '.join(tail)}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _measure(impl, batch_size, dim, samples_per_class, repeats, note=""):
+    memory = _memory(impl, batch_size, dim, samples_per_class)
+    row = {
+        "batch_size": batch_size,
+        "impl": impl,
+        "seconds": _time(impl, batch_size, dim, samples_per_class, repeats),
+        "peak_rss_mb": memory.get("peak_mb"),
+        "delta_mb": None,
+        "note": note or memory.get("error", ""),
+    }
+    if "peak_mb" in memory:
+        row["delta_mb"] = memory["peak_mb"] - memory["baseline_mb"]
+        row["baseline_mb"] = memory["baseline_mb"]
+    return row
+
+
+def _find(rows, impl, batch_size):
+    for row in rows:
+        if row["impl"] == impl and row["batch_size"] == batch_size and row["seconds"] is not None:
+            return row
+    return None
+
+
+def _tiled_at(rows, batch_size, anchor_size):
+    """Tiled figures at `batch_size`: measured, or scaled by B³ from `anchor_size`."""
+    row = _find(rows, "tiled", batch_size)
+    if row is not None:
+        return row["seconds"], row["peak_rss_mb"], row["delta_mb"], "measured"
+    anchor = _find(rows, "tiled", anchor_size)
+    if anchor is None or anchor["delta_mb"] is None:
+        return None, None, None, "not measured"
+    scale = (batch_size / anchor_size) ** 3
+    delta = anchor["delta_mb"] * scale
+    return (
+        anchor["seconds"] * scale,
+        anchor["baseline_mb"] + delta,
+        delta,
+        f"extrapolated from B={anchor_size} by (B/{anchor_size})^3",
+    )
+
+
+def run(
+    sizes=(256, 1024, 4096),
+    dim: int = 128,
+    repeats: int = 3,
+    samples_per_class: int = 4,
+    tiled_limit_gb: float = 12.0,
+    anchor_size: int = 512,
+) -> dict:
+    """Measures ours, the tiled TFA formulation and the distance floor for each batch size.
+
+    Args:
+      sizes: batch sizes B.
+      dim: embedding size.
+      repeats: timed runs per measurement (the median is reported), after one warm-up.
+      samples_per_class: K of the P×K batches.
+      tiled_limit_gb: skip the tiled formulation where `tiled_bytes(B)` exceeds this.
+      anchor_size: B at which the tiled formulation is also measured when it is skipped at a
+        requested size, to extrapolate from.
+
+    Returns:
+      dict with `rows` (one per measurement: batch_size, impl, seconds, peak_rss_mb, delta_mb,
+      note) and the summary keys `speedup_vs_tiled_1024`, `memory_ratio_vs_tiled_1024` (peak RSS
+      of the whole process, tiled / ours), `memory_delta_ratio_vs_tiled_1024` (peak minus
+      baseline), `tiled_1024_source`, `seconds_4096`, `peak_mb_4096`, `delta_mb_4096`,
+      `ratio_to_floor_4096` (our time / floor time) and `targets`.
+    """
+    import tensorflow as tf
+
+    rows = []
+    skipped_any = False
+    for batch_size in sizes:
+        for impl in IMPLS:
+            if impl == "tiled" and tiled_bytes(batch_size) > tiled_limit_gb * _GB:
+                skipped_any = True
+                need = tiled_bytes(batch_size) / _GB
+                rows.append(
+                    {
+                        "batch_size": batch_size,
+                        "impl": impl,
+                        "seconds": None,
+                        "peak_rss_mb": None,
+                        "delta_mb": None,
+                        "note": f"skipped: would need {need:.1f} GB",
+                    }
+                )
+                continue
+            rows.append(_measure(impl, batch_size, dim, samples_per_class, repeats))
+    if (
+        skipped_any
+        and anchor_size not in sizes
+        and tiled_bytes(anchor_size) <= tiled_limit_gb * _GB
+    ):
+        rows.append(
+            _measure("tiled", anchor_size, dim, samples_per_class, repeats, "extrapolation anchor")
+        )
+
+    result = {
+        "rows": rows,
+        "dim": dim,
+        "samples_per_class": samples_per_class,
+        "repeats": repeats,
+        "tensorflow": tf.__version__,
+        "cpus": os.cpu_count(),
+    }
+    ours_1024 = _find(rows, "ours", 1024)
+    tiled_s, tiled_peak, tiled_delta, source = _tiled_at(rows, 1024, anchor_size)
+    result["tiled_1024_source"] = source
+    result["speedup_vs_tiled_1024"] = (
+        tiled_s / ours_1024["seconds"] if ours_1024 and tiled_s else None
+    )
+    result["memory_ratio_vs_tiled_1024"] = (
+        tiled_peak / ours_1024["peak_rss_mb"]
+        if ours_1024 and tiled_peak and ours_1024["peak_rss_mb"]
+        else None
+    )
+    result["memory_delta_ratio_vs_tiled_1024"] = (
+        tiled_delta / max(ours_1024["delta_mb"], 1.0)
+        if ours_1024 and tiled_delta and ours_1024["delta_mb"] is not None
+        else None
+    )
+    ours_4096 = _find(rows, "ours", 4096)
+    floor_4096 = _find(rows, "floor", 4096)
+    result["seconds_4096"] = ours_4096["seconds"] if ours_4096 else None
+    result["peak_mb_4096"] = ours_4096["peak_rss_mb"] if ours_4096 else None
+    result["delta_mb_4096"] = ours_4096["delta_mb"] if ours_4096 else None
+    result["ratio_to_floor_4096"] = (
+        ours_4096["seconds"] / floor_4096["seconds"] if ours_4096 and floor_4096 else None
+    )
+
+    def at_least(value, target):
+        return None if value is None else value >= target
+
+    def at_most(value, target):
+        return None if value is None else value <= target
+
+    result["targets"] = {
+        "speedup_vs_tiled_1024>=20": at_least(result["speedup_vs_tiled_1024"], 20),
+        "memory_ratio_vs_tiled_1024>=20": at_least(result["memory_ratio_vs_tiled_1024"], 20),
+        "seconds_4096<=1": at_most(result["seconds_4096"], 1.0),
+        "peak_mb_4096<=1536": at_most(result["peak_mb_4096"], 1536),
+    }
+    return result
+
+
+def _fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def format_table(result: dict) -> str:
+    """The rows as a Markdown table, then the summary figures."""
+    lines = [
+        "| B | implementation | seconds (median) | peak RSS MB | delta MB | note |",
+        "|---:|---|---:|---:|---:|---|",
+    ]
+    for row in sorted(result["rows"], key=lambda r: (r["batch_size"], IMPLS.index(r["impl"]))):
+        lines.append(
+            f"| {row['batch_size']} | {row['impl']} | {_fmt(row['seconds'], '.4f')} | "
+            f"{_fmt(row['peak_rss_mb'], '.0f')} | {_fmt(row['delta_mb'], '.0f')} | {row['note']} |"
+        )
+    lines += [
+        "",
+        f"B=1024 vs tiled ({result['tiled_1024_source']}): "
+        f"{_fmt(result['speedup_vs_tiled_1024'], '.1f')}x faster, "
+        f"{_fmt(result['memory_ratio_vs_tiled_1024'], '.1f')}x less peak RSS "
+        f"({_fmt(result['memory_delta_ratio_vs_tiled_1024'], '.0f')}x less above baseline)",
+        f"B=4096: {_fmt(result['seconds_4096'], '.3f')} s, "
+        f"{_fmt(result['peak_mb_4096'], '.0f')} MB peak RSS "
+        f"({_fmt(result['delta_mb_4096'], '.0f')} MB above baseline), "
+        f"{_fmt(result['ratio_to_floor_4096'], '.2f')}x the distance-matrix floor",
+        "targets: " + ", ".join(f"{name}: {met}" for name, met in result["targets"].items()),
+    ]
+    return "\n".join(lines)
