@@ -11,7 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _import_tensorflow_quietly() -> None:
-    """Imports TensorFlow and initialises its devices with native stderr captured.
+    """Imports TensorFlow with native stderr captured.
 
     TensorFlow 2.21 writes start-up lines (oneDNN, CUDA probing) through absl's C++ logging
     before `TF_CPP_MIN_LOG_LEVEL` applies, so a user who mistyped a flag would see them above
@@ -20,6 +20,7 @@ def _import_tensorflow_quietly() -> None:
     """
     if os.environ.get("SIAMESE_TF_NATIVE_LOGS"):
         import tensorflow  # noqa: F401
+
         return
     sys.stderr.flush()
     saved = os.dup(2)
@@ -28,7 +29,10 @@ def _import_tensorflow_quietly() -> None:
         try:
             import tensorflow as tf
 
-            tf.config.list_physical_devices()
+            # Physical devices only (this is where CUDA is probed and complains): logical
+            # devices would initialise the runtime before MultiWorkerMirroredStrategy can
+            # configure its collective ops.
+            tf.config.list_physical_devices("GPU")
         except BaseException:
             os.dup2(saved, 2)
             captured.seek(0)

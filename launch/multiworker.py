@@ -59,10 +59,15 @@ def launch_workers(num_workers: int, module: str, train_args: list[str]) -> int:
     for index in range(num_workers):
         env = {**os.environ, "TF_CONFIG": tf_config(ports, index)}
         cmd = [sys.executable, "-m", module, "--strategy=multi_worker", *train_args]
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True, bufsize=1))
-    pumps = [threading.Thread(target=_pump, args=(p.stdout, f"[worker {i}] "), daemon=True)
-             for i, p in enumerate(procs)]
+        procs.append(
+            subprocess.Popen(
+                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+            )
+        )
+    pumps = [
+        threading.Thread(target=_pump, args=(p.stdout, f"[worker {i}] "), daemon=True)
+        for i, p in enumerate(procs)
+    ]
     for pump in pumps:
         pump.start()
 
@@ -76,12 +81,15 @@ def launch_workers(num_workers: int, module: str, train_args: list[str]) -> int:
     status = 0
     try:
         while any(p.poll() is None for p in procs):
-            failed = [(i, p.returncode) for i, p in enumerate(procs)
-                      if p.returncode not in (None, 0)]
+            failed = [
+                (i, p.returncode) for i, p in enumerate(procs) if p.returncode not in (None, 0)
+            ]
             if failed:
                 index, status = failed[0]
-                print(f"worker {index} exited with status {status}; stopping all workers",
-                      file=sys.stderr)
+                print(
+                    f"worker {index} exited with status {status}; stopping all workers",
+                    file=sys.stderr,
+                )
                 for proc in procs:
                     if proc.poll() is None:
                         proc.terminate()

@@ -15,11 +15,15 @@ from launch import common
 from trainers.config import TrainConfig
 
 flags.DEFINE_string("workdir", None, "Run directory: config.json, metrics.jsonl, model.keras, ...")
-flags.DEFINE_string("strategy", "auto",
-                    "auto | default | one_device | mirrored | multi_worker | tpu")
+flags.DEFINE_string(
+    "strategy", "auto", "auto | default | one_device | mirrored | multi_worker | tpu"
+)
 flags.DEFINE_string("cluster", "tf_config", "multi_worker cluster source: tf_config | slurm")
-flags.DEFINE_bool("allow_config_change", False,
-                  "Resume a workdir even though its config.json differs from the flags.")
+flags.DEFINE_bool(
+    "allow_config_change",
+    False,
+    "Resume a workdir even though its config.json differs from the flags.",
+)
 common.define_dataclass_flags(TrainConfig)
 FLAGS = flags.FLAGS
 # EX_TEMPFAIL: the job stopped on a preemption signal after saving; re-run it to resume.
@@ -35,14 +39,14 @@ def main(argv):
     from trainers import metric_learning
     from trainers import workdir as wd
 
-    wd.check_resume_config(FLAGS.workdir, json.loads(config.to_json()),
-                           FLAGS.allow_config_change)
+    wd.check_resume_config(FLAGS.workdir, json.loads(config.to_json()), FLAGS.allow_config_change)
     strategy = get_strategy(FLAGS.strategy, cluster=FLAGS.cluster)
     data = metric_learning.prepare_data(config)
     preemption = PreemptionSignal()
     try:
-        report = metric_learning.train_and_evaluate(config, FLAGS.workdir, strategy, data=data,
-                                                    preemption=preemption)
+        report = metric_learning.train_and_evaluate(
+            config, FLAGS.workdir, strategy, data=data, preemption=preemption
+        )
     except metric_learning.Preempted as err:
         print(f"stopped: {err}", file=sys.stderr)
         sys.exit(EXIT_PREEMPTED)

@@ -28,10 +28,16 @@ def cluster_resolver(cluster: str = "tf_config"):
     """
     if cluster == "slurm":
         try:
-            # Give the GPU count explicitly: otherwise the resolver runs nvidia-smi, which does
-            # not exist on CPU nodes.
             gpus = len(tf.config.list_physical_devices("GPU"))
-            return tf.distribute.cluster_resolver.SlurmClusterResolver(gpus_per_node=gpus)
+            if gpus:
+                return tf.distribute.cluster_resolver.SlurmClusterResolver(gpus_per_node=gpus)
+            # CPU nodes: the resolver pairs each task with a GPU slot (and runs nvidia-smi to
+            # count them), so it lists no task at all without GPUs. Give it one virtual slot per
+            # task and leave CUDA_VISIBLE_DEVICES alone.
+            tasks = int(os.environ["SLURM_STEP_NUM_TASKS"])
+            return tf.distribute.cluster_resolver.SlurmClusterResolver(
+                gpus_per_node=tasks, gpus_per_task=1, auto_set_gpu=False
+            )
         except (RuntimeError, KeyError, ValueError) as err:
             raise InputError(
                 f"--cluster=slurm but the Slurm environment is unusable: {err}"
@@ -69,13 +75,8 @@ def get_strategy(name: str = "auto", cluster: str = "tf_config") -> tf.distribut
     """
     if name not in STRATEGIES:
         raise InputError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "auto":
-        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "one_device":
-        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    # Cluster strategies first: listing logical devices initialises the runtime, after which
+    # MultiWorkerMirroredStrategy can no longer configure its collective ops.
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=cluster_resolver(cluster))
     if name == "tpu":
@@ -87,6 +88,13 @@ def get_strategy(name: str = "auto", cluster: str = "tf_config") -> tf.distribut
         except (ValueError, RuntimeError, tf.errors.OpError) as err:
             raise InputError(f"--strategy=tpu but no TPU is reachable: {err}") from None
         return tf.distribute.TPUStrategy(resolver)
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
     return tf.distribute.MirroredStrategy(devices)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import tensorflow as tf
 
@@ -24,12 +26,22 @@ def embed(model, images, batch_size: int = 512) -> np.ndarray:
     images = np.asarray(images)
     if images.shape[0] == 0:
         return np.zeros((0, model.output_shape[-1]), np.float32)
-    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    forward = _forward_fn(model)
     chunks = [
         forward(tf.constant(images[i : i + batch_size]))
         for i in range(0, images.shape[0], batch_size)
     ]
     return np.concatenate([np.asarray(c, np.float32) for c in chunks])
+
+
+_FORWARD = weakref.WeakKeyDictionary()
+
+
+def _forward_fn(model):
+    """One traced inference function per model, kept while the model lives (no retracing)."""
+    if model not in _FORWARD:
+        _FORWARD[model] = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    return _FORWARD[model]
 
 
 def pair_set_distances(model, images, pairs, batch_size: int = 512) -> np.ndarray:

@@ -1,10 +1,10 @@
 """Checkpoint hygiene in-process: the NaN guard keeps the last good checkpoint; mixed precision."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
 import siamese_tf  # noqa: F401
 from siamese_tf.checkpointing import NonFiniteLossError, TrainingState
 from siamese_tf.losses import TripletSemiHardLoss
@@ -38,8 +38,16 @@ def test_nan_loss_stops_before_a_bad_checkpoint(tmp_path):
     model = make_model()
     state = TrainingState(model, str(tmp_path))
     with pytest.raises(NonFiniteLossError, match="non-finite loss at step 7"):
-        fit_resumable(model, state, dataset_with_nan_at(6), steps_per_epoch=5, total_steps=20,
-                      callbacks=[], save_every_steps=2, verbose=0)
+        fit_resumable(
+            model,
+            state,
+            dataset_with_nan_at(6),
+            steps_per_epoch=5,
+            total_steps=20,
+            callbacks=[],
+            save_every_steps=2,
+            verbose=0,
+        )
     # Backups at steps 2, 4, 5 (epoch end) and 6; the NaN batch is the 7th: nothing after it.
     assert state.backup.latest_checkpoint.endswith("step-6")
     fresh = make_model()

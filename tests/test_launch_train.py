@@ -13,14 +13,25 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def run_train(*args, timeout=240):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run([sys.executable, "-m", "launch.train", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "launch.train", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_cli_trains_a_tiny_run(tmp_path):
     workdir = tmp_path / "run"
-    result = run_train(f"--workdir={workdir}", "--epochs=1", "--steps_per_epoch=3",
-                       "--calibration_pairs=100", "--test_pairs=100")
+    result = run_train(
+        f"--workdir={workdir}",
+        "--epochs=1",
+        "--steps_per_epoch=3",
+        "--calibration_pairs=100",
+        "--test_pairs=100",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout.split("summary: ", 1)[1].splitlines()[0])
     assert 0.0 <= summary["test_auc"] <= 1.0

@@ -33,8 +33,14 @@ def test_ci_runs_readme_test_command():
 def test_library_never_imports_flags_or_upper_layers():
     for path in (ROOT / "siamese_tf").rglob("*.py"):
         text = path.read_text()
-        for banned in ("from absl import flags", "import trainers", "from trainers",
-                       "import launch", "from launch", "Lambda("):
+        for banned in (
+            "from absl import flags",
+            "import trainers",
+            "from trainers",
+            "import launch",
+            "from launch",
+            "Lambda(",
+        ):
             assert banned not in text, f"{path} contains {banned!r}"
     for path in (ROOT / "trainers").rglob("*.py"):
         text = path.read_text()

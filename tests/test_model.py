@@ -1,10 +1,10 @@
 """SiameseModel: the custom train_step under MirroredStrategy, pair batches, .keras round trip."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
 import siamese_tf  # noqa: F401  (registers the serializable classes)
 from siamese_tf import losses
 from siamese_tf.heads import PairClassifierHead
@@ -16,8 +16,9 @@ SHAPE = (8, 8, 1)
 def make_model(seed=0, head=None, loss=None):
     keras.utils.set_random_seed(seed)
     model = SiameseModel(build_encoder("conv_small", SHAPE, 16), head=head, stats_margin=0.5)
-    model.compile(optimizer=keras.optimizers.SGD(0.1),
-                  loss=loss or losses.TripletSemiHardLoss(margin=0.5))
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1), loss=loss or losses.TripletSemiHardLoss(margin=0.5)
+    )
     model.build((None, *SHAPE))
     return model
 
@@ -53,8 +54,12 @@ def test_train_step_on_two_replicas_matches_hand_computed_loss_and_update():
         ys = np.stack([h[1] for h in halves])
         return tf.data.Dataset.from_tensor_slices((xs, ys))
 
-    history = model.fit(strategy.distribute_datasets_from_function(dataset_fn), epochs=1,
-                        steps_per_epoch=1, verbose=0)
+    history = model.fit(
+        strategy.distribute_datasets_from_function(dataset_fn),
+        epochs=1,
+        steps_per_epoch=1,
+        verbose=0,
+    )
     np.testing.assert_allclose(history.history["loss"][0], expected_loss.numpy(), rtol=1e-5)
     for w, expected in zip(model.trainable_weights, expected_weights):
         replicas = [v.numpy() for v in w.values] if hasattr(w, "values") else [w.numpy()]
@@ -87,8 +92,9 @@ def test_keras_round_trip_in_safe_mode(tmp_path):
     np.testing.assert_allclose(loaded(images), model(images), atol=1e-6)
     assert float(loaded.threshold.numpy()) == pytest.approx(0.42)
     emb = model(images)
-    np.testing.assert_allclose(loaded.pair_distances(emb, emb[::-1]),
-                               model.pair_distances(emb, emb[::-1]), atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.pair_distances(emb, emb[::-1]), model.pair_distances(emb, emb[::-1]), atol=1e-6
+    )
 
 
 def test_new_model_is_uncalibrated():

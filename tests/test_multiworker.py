@@ -19,10 +19,25 @@ def test_two_workers_train_to_identical_weights(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     env.pop("TF_CONFIG", None)
     result = subprocess.run(
-        [sys.executable, "-m", "launch.multiworker", "--num_workers=2", "--",
-         f"--workdir={workdir}", "--epochs=2", "--steps_per_epoch=4", "--classes_per_batch=6",
-         "--samples_per_class=4", "--calibration_pairs=100", "--test_pairs=100"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
+        [
+            sys.executable,
+            "-m",
+            "launch.multiworker",
+            "--num_workers=2",
+            "--",
+            f"--workdir={workdir}",
+            "--epochs=2",
+            "--steps_per_epoch=4",
+            "--classes_per_batch=6",
+            "--samples_per_class=4",
+            "--calibration_pairs=100",
+            "--test_pairs=100",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     summaries = {}

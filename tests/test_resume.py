@@ -16,16 +16,29 @@ import siamese_tf  # noqa: F401
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Small but real: 3 epochs × 12 steps, backups every 4 steps, op determinism on.
-ARGS = ["--deterministic", "--epochs=3", "--steps_per_epoch=12", "--save_every_steps=4",
-        "--calibration_pairs=100", "--test_pairs=100", "--classes_per_batch=6",
-        "--samples_per_class=4", "--strategy=default"]
+ARGS = [
+    "--deterministic",
+    "--epochs=3",
+    "--steps_per_epoch=12",
+    "--save_every_steps=4",
+    "--calibration_pairs=100",
+    "--test_pairs=100",
+    "--classes_per_batch=6",
+    "--samples_per_class=4",
+    "--strategy=default",
+]
 
 
 def start(workdir, *extra):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.Popen([sys.executable, "-m", "launch.train", f"--workdir={workdir}", *ARGS,
-                             *extra], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "launch.train", f"--workdir={workdir}", *ARGS, *extra],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(proc, timeout=300):

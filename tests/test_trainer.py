@@ -17,8 +17,9 @@ TINY = dict(epochs=1, steps_per_epoch=4, calibration_pairs=100, test_pairs=100)
 
 def test_one_epoch_smoke_run_writes_the_workdir(tmp_path):
     config = TrainConfig(**TINY)
-    report = metric_learning.train_and_evaluate(config, str(tmp_path), tf.distribute.get_strategy(),
-                                                verbose=0)
+    report = metric_learning.train_and_evaluate(
+        config, str(tmp_path), tf.distribute.get_strategy(), verbose=0
+    )
     for name in ("config.json", "metrics.jsonl", "model.keras", "report.json"):
         assert (tmp_path / name).exists(), name
     saved = json.loads((tmp_path / "report.json").read_text())

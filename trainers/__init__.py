@@ -1,1 +1,1 @@
-"""Recipes: turn a config into a finished run with `train_and_evaluate(config, workdir, strategy)`."""
+"""Recipes: a config becomes a finished run (`train_and_evaluate(config, workdir, strategy)`)."""

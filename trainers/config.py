@@ -1,4 +1,4 @@
-"""The run configuration: a frozen dataclass, built from flags in `launch/`, saved as config.json."""
+"""The run configuration: a frozen dataclass built from flags in `launch/`; saved as config.json."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import dataclasses
 import json
 
 from siamese_tf.errors import InputError
-
 
 LR_SCHEDULES = ("constant", "cosine", "step")
 
@@ -30,6 +29,7 @@ class TrainConfig:
     classes_per_batch: int = 10
     samples_per_class: int = 8
     class_weighting: str = "uniform"
+    augment: bool = False
     learning_rate: float = 1e-3
     lr_schedule: str = "constant"
     epochs: int = 10
@@ -48,15 +48,24 @@ class TrainConfig:
     eval_batch_size: int = 512
 
     def __post_init__(self):
-        positive = ("embedding_dim", "classes_per_batch", "samples_per_class", "epochs",
-                    "steps_per_epoch", "calibration_pairs", "test_pairs", "eval_batch_size",
-                    "keep_checkpoints")
+        positive = (
+            "embedding_dim",
+            "classes_per_batch",
+            "samples_per_class",
+            "epochs",
+            "steps_per_epoch",
+            "calibration_pairs",
+            "test_pairs",
+            "eval_batch_size",
+            "keep_checkpoints",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.samples_per_class < 2:
             raise InputError(
-                f"samples_per_class must be >= 2 to form positive pairs, got {self.samples_per_class}"
+                "samples_per_class must be >= 2 to form positive pairs, got "
+                f"{self.samples_per_class}"
             )
         if self.classes_per_batch < 2:
             raise InputError(
@@ -66,7 +75,8 @@ class TrainConfig:
             raise InputError("max_steps and save_every_steps must be >= 0 (0 disables them)")
         if self.lr_schedule not in LR_SCHEDULES:
             raise InputError(
-                f"unknown lr_schedule {self.lr_schedule!r}; choose one of: {', '.join(LR_SCHEDULES)}"
+                f"unknown lr_schedule {self.lr_schedule!r}; "
+                f"choose one of: {', '.join(LR_SCHEDULES)}"
             )
         for name in ("learning_rate", "margin"):
             if not getattr(self, name) > 0:

@@ -15,8 +15,9 @@ import tensorflow as tf
 
 from siamese_tf import losses as losses_lib
 from siamese_tf.callbacks import MetricsJsonl, ThresholdCalibration
+from siamese_tf.checkpointing import TrainingState
 from siamese_tf.data import (
-    ArraySource,
+    Source,
     Splits,
     balanced_pairs,
     fixed_pairs,
@@ -24,7 +25,7 @@ from siamese_tf.data import (
     pk_batches,
     split_indices,
 )
-from siamese_tf.checkpointing import TrainingState
+from siamese_tf.data.augment import augment_by_step, random_affine
 from siamese_tf.distribute import classes_per_replica, distribute_pk_dataset, is_chief
 from siamese_tf.errors import InputError
 from siamese_tf.evaluation import metrics as eval_metrics
@@ -50,11 +51,11 @@ log = logging.getLogger(__name__)
 class PreparedData:
     """The loaded, split and validated data of a run (nothing written yet)."""
 
-    source: ArraySource
+    source: Source
     splits: Splits
-    train: ArraySource
-    calibration: ArraySource
-    test: ArraySource
+    train: Source
+    calibration: Source
+    test: Source
 
 
 def prepare_data(config: TrainConfig) -> PreparedData:
@@ -67,7 +68,12 @@ def prepare_data(config: TrainConfig) -> PreparedData:
         known = ", ".join([*TRIPLET_LOSSES, *PAIR_LOSSES])
         raise InputError(f"unknown loss {config.loss!r}; choose one of: {known}")
     eval_metrics.parse_threshold_rule(config.threshold_rule)
-    source = load_source(config.dataset)
+    source = load_source(
+        config.dataset,
+        image_size=config.image_size,
+        manual_dir=config.manual_dir,
+        data_dir=config.data_dir,
+    )
     splits = split_indices(
         source.labels,
         calibration_fraction=config.calibration_fraction,
@@ -88,8 +94,9 @@ def prepare_data(config: TrainConfig) -> PreparedData:
             f"samples_per_class={config.samples_per_class} exceeds the largest training class "
             f"({counts.max()} examples); lower --samples_per_class"
         )
-    return PreparedData(source, splits, train, source.take(splits.calibration),
-                        source.take(splits.test))
+    return PreparedData(
+        source, splits, train, source.take(splits.calibration), source.take(splits.test)
+    )
 
 
 def learning_rate(config: TrainConfig):
@@ -119,46 +126,63 @@ def build_model(config: TrainConfig, image_shape) -> SiameseModel:
         loss = losses_lib.ContrastiveLoss(margin=config.margin)
     else:
         loss = keras.losses.BinaryCrossentropy()
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate(config)), loss=loss,
-                  jit_compile=config.jit_compile)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate(config)),
+        loss=loss,
+        jit_compile=config.jit_compile,
+    )
     model.build((None, *image_shape))
     return model
 
 
-def make_train_dataset(config: TrainConfig, train: ArraySource, strategy, start_step: int = 0,
-                       classes_per_batch: int | None = None):
-    """The training input: per-replica P×K (or balanced pair) pipelines from `start_step` on."""
+def replica_dataset(config: TrainConfig, train: Source, replica_classes: int, stream: int,
+                    start_element: int) -> tf.data.Dataset:
+    """One replica's (or input pipeline's) batches: P×K or balanced pairs, augmented if set."""
+    common = dict(
+        seed=config.seed,
+        start_step=start_element,
+        stream=stream,
+        class_weighting=config.class_weighting,
+        prefetch=False,
+    )
+    if config.loss in TRIPLET_LOSSES:
+        ds = pk_batches(
+            train,
+            classes_per_batch=replica_classes,
+            samples_per_class=config.samples_per_class,
+            **common,
+        )
+    else:
+        ds = balanced_pairs(train, batch_size=replica_classes * config.samples_per_class, **common)
+    if config.augment:
+        ds = augment_by_step(
+            ds, random_affine, seed=config.seed, stream=stream, start_step=start_element
+        )
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def make_train_dataset(config: TrainConfig, train: Source, strategy, start_step: int = 0):
+    """The training input: per-replica pipelines from global step `start_step` on."""
 
     def make(replica_classes, stream, start_element):
-        if config.loss in TRIPLET_LOSSES:
-            return pk_batches(
-                train.images, train.labels,
-                classes_per_batch=replica_classes,
-                samples_per_class=config.samples_per_class,
-                seed=config.seed, start_step=start_element, stream=stream,
-                class_weighting=config.class_weighting,
-            )
-        return balanced_pairs(
-            train.images, train.labels,
-            batch_size=replica_classes * config.samples_per_class,
-            seed=config.seed, start_step=start_element, stream=stream,
-            class_weighting=config.class_weighting,
-        )
+        return replica_dataset(config, train, replica_classes, stream, start_element)
 
-    return distribute_pk_dataset(strategy, make, classes_per_batch or config.classes_per_batch,
-                                 start_step)
+    return distribute_pk_dataset(strategy, make, config.classes_per_batch, start_step)
 
 
 def evaluate_test(model: SiameseModel, config: TrainConfig, data: PreparedData) -> dict:
     """The final report on the test split at the calibrated threshold (never tuned on test)."""
     pairs = fixed_pairs(data.test.labels, config.test_pairs, seed=config.seed + 2)
-    distances = pair_set_distances(model, data.test.images, pairs, config.eval_batch_size)
+    test_images = data.test.decoded_images()
+    distances = pair_set_distances(model, test_images, pairs, config.eval_batch_size)
     threshold = float(model.threshold.numpy())
     report = {"test": eval_metrics.verification_report(distances, pairs.same, threshold)}
     if config.split_by == "example":
         report["one_nn_accuracy"] = nearest_neighbour_accuracy(
-            embed(model, data.test.images, config.eval_batch_size), data.test.labels,
-            embed(model, data.train.images, config.eval_batch_size), data.train.labels,
+            embed(model, test_images, config.eval_batch_size),
+            data.test.labels,
+            embed(model, data.train.decoded_images(), config.eval_batch_size),
+            data.train.labels,
         )
     else:
         # Open set: test classes are absent from the training gallery, so 1-NN against it is
@@ -179,8 +203,14 @@ class Preempted(Exception):
     """The job received a preemption signal, saved a backup and stopped; re-run to resume."""
 
 
-def train_and_evaluate(config: TrainConfig, workdir: str, strategy, data: PreparedData | None = None,
-                       verbose: int = 1, preemption=None) -> dict:
+def train_and_evaluate(
+    config: TrainConfig,
+    workdir: str,
+    strategy,
+    data: PreparedData | None = None,
+    verbose: int = 1,
+    preemption=None,
+) -> dict:
     """Trains (or resumes), calibrates and reports one run into `workdir`.
 
     Re-running on the same workdir resumes from the last backup; a finished run is reported
@@ -206,8 +236,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str, strategy, data: Prepar
     config_dict = json.loads(config.to_json())
     if chief:
         os.makedirs(workdir, exist_ok=True)
-        wd.write_json_atomic(wd.path(workdir, wd.CONFIG),
-                             {**config_dict, "split_sizes": data.splits.sizes()})
+        wd.write_json_atomic(
+            wd.path(workdir, wd.CONFIG), {**config_dict, "split_sizes": data.splits.sizes()}
+        )
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
@@ -218,8 +249,9 @@ def train_and_evaluate(config: TrainConfig, workdir: str, strategy, data: Prepar
             model = build_model(config, data.source.image_shape)
             model.prebuild(_per_replica_spec(config, data.train, strategy))
         state = TrainingState(model, workdir, is_chief=chief, keep=config.keep_checkpoints)
-        report = _train_and_report(config, workdir, strategy, data, model, state, chief,
-                                   verbose, preemption)
+        report = _train_and_report(
+            config, workdir, strategy, data, model, state, chief, verbose, preemption
+        )
     finally:
         if config.mixed_precision:
             keras.mixed_precision.set_global_policy("float32")
@@ -228,18 +260,23 @@ def train_and_evaluate(config: TrainConfig, workdir: str, strategy, data: Prepar
 
 def _per_replica_spec(config, train, strategy):
     """Element spec of one replica's batches (what `train_step` sees)."""
-    single = make_train_dataset(config, train, tf.distribute.get_strategy(),
-                                classes_per_batch=classes_per_replica(strategy,
-                                                                      config.classes_per_batch))
-    return single.element_spec
+    replica_classes = classes_per_replica(strategy, config.classes_per_batch)
+    return replica_dataset(config, train, replica_classes, stream=0, start_element=0).element_spec
 
 
 def _train_and_report(config, workdir, strategy, data, model, state, chief, verbose, preemption):
-    calibration_pairs = fixed_pairs(data.calibration.labels, config.calibration_pairs,
-                                    seed=config.seed + 1)
-    callbacks = [ThresholdCalibration(data.calibration.images, calibration_pairs,
-                                      rule=config.threshold_rule,
-                                      batch_size=config.eval_batch_size)]
+    calibration_pairs = fixed_pairs(
+        data.calibration.labels, config.calibration_pairs, seed=config.seed + 1
+    )
+    callbacks = [
+        ThresholdCalibration(
+            data.calibration.decoded_images(),
+            calibration_pairs,
+            rule=config.threshold_rule,
+            batch_size=config.eval_batch_size,
+            log_dir=wd.path(workdir, wd.LOGS) if chief else None,
+        )
+    ]
     if chief:
         callbacks += [
             MetricsJsonl(wd.path(workdir, wd.METRICS), config.steps_per_epoch),
@@ -247,18 +284,24 @@ def _train_and_report(config, workdir, strategy, data, model, state, chief, verb
         ]
     start = time.perf_counter()
     result = fit_resumable(
-        model, state,
+        model,
+        state,
         lambda step: make_train_dataset(config, data.train, strategy, start_step=step),
-        steps_per_epoch=config.steps_per_epoch, total_steps=config.total_steps,
-        callbacks=callbacks, save_every_steps=config.save_every_steps, preemption=preemption,
+        steps_per_epoch=config.steps_per_epoch,
+        total_steps=config.total_steps,
+        callbacks=callbacks,
+        save_every_steps=config.save_every_steps,
+        preemption=preemption,
         verbose=verbose,
         on_restore=(lambda step: wd.truncate_metrics(workdir, step)) if chief else None,
     )
     train_seconds = time.perf_counter() - start
     state.close()
     if result.preempted_at is not None:
-        raise Preempted(f"preempted at step {result.preempted_at}: a backup was saved in "
-                        f"{workdir}/backup; re-run the same command to resume")
+        raise Preempted(
+            f"preempted at step {result.preempted_at}: a backup was saved in "
+            f"{workdir}/backup; re-run the same command to resume"
+        )
     if float(model.threshold.numpy()) == UNCALIBRATED:
         callbacks[0].set_model(model)
         callbacks[0].calibrate()  # A resumed, already finished run: calibrate once more.

@@ -33,7 +33,9 @@ class LearningRateLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            logs["learning_rate"] = float(
+                keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+            )
 
 
 @dataclasses.dataclass
@@ -46,9 +48,19 @@ class FitResult:
     history: dict
 
 
-def fit_resumable(model, state: TrainingState, make_dataset, *, steps_per_epoch: int,
-                  total_steps: int, callbacks: list, save_every_steps: int, preemption=None,
-                  verbose: int = 1, on_restore=None) -> FitResult:
+def fit_resumable(
+    model,
+    state: TrainingState,
+    make_dataset,
+    *,
+    steps_per_epoch: int,
+    total_steps: int,
+    callbacks: list,
+    save_every_steps: int,
+    preemption=None,
+    verbose: int = 1,
+    on_restore=None,
+) -> FitResult:
     """Trains from the last backup (or from scratch) to `total_steps`.
 
     Args:

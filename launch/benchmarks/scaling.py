@@ -28,8 +28,12 @@ def _measure(strategy, *, mixed_precision=False, jit_compile=False, steps=60, wa
     from trainers import metric_learning
     from trainers.config import TrainConfig
 
-    config = TrainConfig(classes_per_batch=10, samples_per_class=8, jit_compile=jit_compile,
-                         mixed_precision=mixed_precision)
+    config = TrainConfig(
+        classes_per_batch=10,
+        samples_per_class=8,
+        jit_compile=jit_compile,
+        mixed_precision=mixed_precision,
+    )
     data = metric_learning.prepare_data(config)
     if mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -44,9 +48,13 @@ def _measure(strategy, *, mixed_precision=False, jit_compile=False, steps=60, wa
     finally:
         keras.mixed_precision.set_global_policy("float32")
     batch = config.classes_per_batch * config.samples_per_class
-    return {"replicas": strategy.num_replicas_in_sync, "mixed_precision": mixed_precision,
-            "jit_compile": jit_compile, "examples_per_second": round(steps * batch / seconds, 1),
-            "step_ms": round(1000 * seconds / steps, 2)}
+    return {
+        "replicas": strategy.num_replicas_in_sync,
+        "mixed_precision": mixed_precision,
+        "jit_compile": jit_compile,
+        "examples_per_second": round(steps * batch / seconds, 1),
+        "step_ms": round(1000 * seconds / steps, 2),
+    }
 
 
 def run(sizes=None) -> dict:
@@ -67,20 +75,30 @@ def run(sizes=None) -> dict:
         rows.append(_measure(tf.distribute.MirroredStrategy(cpus[:2])))
     for mixed in (False, True) if gpus else ():
         for jit in (False, True):
-            row = _measure(tf.distribute.OneDeviceStrategy(gpus[0]), mixed_precision=mixed,
-                           jit_compile=jit)
+            row = _measure(
+                tf.distribute.OneDeviceStrategy(gpus[0]), mixed_precision=mixed, jit_compile=jit
+            )
             rows.append({**row, "device": "gpu"})
-    one, two = rows[0]["examples_per_second"], rows[1]["examples_per_second"] if len(rows) > 1 else 0
-    return {"rows": rows, "ratio_2_vs_1_replicas": round(two / one, 3) if one else None,
-            "gpu": bool(gpus), "logical_cpus": len(cpus)}
+    one, two = (
+        rows[0]["examples_per_second"],
+        rows[1]["examples_per_second"] if len(rows) > 1 else 0,
+    )
+    return {
+        "rows": rows,
+        "ratio_2_vs_1_replicas": round(two / one, 3) if one else None,
+        "gpu": bool(gpus),
+        "logical_cpus": len(cpus),
+    }
 
 
 def format_table(result: dict) -> str:
     """The rows as a fixed-width table."""
     lines = [f"{'device':<7}{'replicas':>9}{'mixed':>7}{'xla':>5}{'examples/s':>12}{'step ms':>9}"]
     for row in result["rows"]:
-        lines.append(f"{row.get('device', 'cpu'):<7}{row['replicas']:>9}"
-                     f"{str(row['mixed_precision']):>7}{str(row['jit_compile']):>5}"
-                     f"{row['examples_per_second']:>12}{row['step_ms']:>9}")
+        lines.append(
+            f"{row.get('device', 'cpu'):<7}{row['replicas']:>9}"
+            f"{str(row['mixed_precision']):>7}{str(row['jit_compile']):>5}"
+            f"{row['examples_per_second']:>12}{row['step_ms']:>9}"
+        )
     lines.append(f"2 vs 1 replicas (logical CPUs, same cores): {result['ratio_2_vs_1_replicas']}")
     return "\n".join(lines)

@@ -93,3 +93,40 @@ def random_affine(images, seed, ranges: AffineRanges = AffineRanges()) -> tf.Ten
     if dtype.is_integer:
         out = tf.clip_by_value(tf.round(out), dtype.min, dtype.max)
     return tf.cast(out, dtype)
+
+
+def augment_by_step(dataset, augment_fn, *, seed: int, stream: int = 0, start_step: int = 0):
+    """Applies `augment_fn(images, seed)` to a sampler's batches, seeded by each batch's step.
+
+    The sampler's element i is step `start_step + i`, so zipping with a counter gives every batch
+    its step; the augmentation seed is `fold_in(step_seed(seed, stream, step), 1)`, independent
+    of the sampling draws and a pure function of (seed, stream, step) like them.
+
+    Args:
+      dataset: per-step batches `(images, ...)` or `((images_a, images_b), ...)`, unprefetched.
+      augment_fn: `fn(images, seed) -> images`, e.g. `random_affine`.
+      seed: the run's seed.
+      stream: replica / worker id of this pipeline.
+      start_step: the sampler's first step.
+
+    Returns:
+      The dataset with augmented images.
+    """
+    from siamese_tf.data.samplers import step_seed
+
+    def apply(element, step):  # Runs in the input pipeline.
+        images, *rest = element
+        aug_seed = tf.random.experimental.stateless_fold_in(step_seed(seed, stream, step), 1)
+        if isinstance(images, tuple):
+            images = tuple(
+                augment_fn(side, tf.random.experimental.stateless_fold_in(aug_seed, i))
+                for i, side in enumerate(images)
+            )
+        else:
+            images = augment_fn(images, aug_seed)
+        return (images, *rest)
+
+    steps = tf.data.Dataset.counter(start_step, dtype=tf.int64)
+    return tf.data.Dataset.zip((dataset, steps)).map(
+        apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
