@@ -13,9 +13,9 @@ IMAGES = np.arange(LABELS.size, dtype=np.int64)  # an image is its row number
 K = 3
 
 
-@pytest.fixture(scope="module")
-def strategy():
-    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+@pytest.fixture
+def strategy(two_cpus):
+    return two_cpus
 
 
 def make_arrays(classes_per_replica, stream, start_element):

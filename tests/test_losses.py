@@ -455,12 +455,12 @@ def _per_replica(strategy, fn):
     return [v.numpy() for v in values]
 
 
-def test_loss_classes_scale_like_keras_under_mirrored_strategy():
+def test_loss_classes_scale_like_keras_under_mirrored_strategy(two_cpus):
     rng = np.random.default_rng(16)
     labels = tf.constant(np.repeat(np.arange(4), 3))
     emb = tf.constant(_unit(rng, 12))
     dist = tf.constant(rng.uniform(0, 2, 12).astype(np.float32))
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = two_cpus
     cases = [
         (losses.TripletSemiHardLoss(), labels, emb),
         (losses.TripletHardLoss(), labels, emb),

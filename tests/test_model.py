@@ -30,8 +30,8 @@ def pk_batch(seed, p=4, k=4):
     return images, labels
 
 
-def test_train_step_on_two_replicas_matches_hand_computed_loss_and_update():
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+def test_train_step_on_two_replicas_matches_hand_computed_loss_and_update(two_cpus):
+    strategy = two_cpus
     halves = [pk_batch(1), pk_batch(2)]
     reference = make_model(seed=7)
     weights_before = [w.numpy() for w in reference.trainable_weights]
@@ -99,3 +99,67 @@ def test_keras_round_trip_in_safe_mode(tmp_path):
 
 def test_new_model_is_uncalibrated():
     assert float(make_model().threshold.numpy()) == UNCALIBRATED
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        losses.TripletSemiHardLoss(margin=0.5),
+        losses.TripletHardLoss(margin=0.5),
+        losses.TripletBatchAllLoss(margin=0.5),
+    ],
+    ids=["semihard", "hard", "batch_all"],
+)
+def test_cross_replica_mining_equals_one_replica_on_the_global_batch(loss, two_cpus):
+    images, labels = pk_batch(5, p=6, k=4)
+    # One replica, the whole batch.
+    single = make_model(seed=3, loss=loss)
+    single_logs = single.train_on_batch(images, labels, return_dict=True)
+    # Two replicas, each with half the classes, mining over the gathered global batch.
+    strategy = two_cpus
+    with strategy.scope():
+        model = make_model(seed=3, loss=loss)
+        model.cross_replica_mining = True
+
+    def dataset_fn(context):
+        halves = (images.reshape(2, 12, *SHAPE), labels.reshape(2, 12))
+        return tf.data.Dataset.from_tensor_slices(halves)
+
+    history = model.fit(
+        strategy.distribute_datasets_from_function(dataset_fn),
+        epochs=1,
+        steps_per_epoch=1,
+        verbose=0,
+    )
+    np.testing.assert_allclose(history.history["loss"][0], single_logs["loss"], rtol=1e-5)
+    for w, expected in zip(model.trainable_weights, single.trainable_weights):
+        np.testing.assert_allclose(w.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_per_replica_mining_differs_from_global_mining(two_cpus):
+    # Without the option each replica mines only within its half: a different (documented) loss.
+    images, labels = pk_batch(5, p=6, k=4)
+    single = make_model(seed=3)
+    single_loss = single.train_on_batch(images, labels, return_dict=True)["loss"]
+    strategy = two_cpus
+    with strategy.scope():
+        model = make_model(seed=3)
+
+    def dataset_fn(context):
+        return tf.data.Dataset.from_tensor_slices(
+            (images.reshape(2, 12, *SHAPE), labels.reshape(2, 12))
+        )
+
+    history = model.fit(
+        strategy.distribute_datasets_from_function(dataset_fn),
+        epochs=1,
+        steps_per_epoch=1,
+        verbose=0,
+    )
+    fn = losses.TripletSemiHardLoss(margin=0.5)
+    halves = [
+        fn(labels[i * 12 : (i + 1) * 12], single_embeddings)
+        for i, single_embeddings in enumerate(np.split(make_model(seed=3)(images).numpy(), 2))
+    ]
+    np.testing.assert_allclose(history.history["loss"][0], np.mean(halves), rtol=1e-5)
+    assert abs(history.history["loss"][0] - single_loss) > 1e-4

@@ -135,8 +135,9 @@ def build_model(config: TrainConfig, image_shape) -> SiameseModel:
     return model
 
 
-def replica_dataset(config: TrainConfig, train: Source, replica_classes: int, stream: int,
-                    start_element: int) -> tf.data.Dataset:
+def replica_dataset(
+    config: TrainConfig, train: Source, replica_classes: int, stream: int, start_element: int
+) -> tf.data.Dataset:
     """One replica's (or input pipeline's) batches: P×K or balanced pairs, augmented if set."""
     common = dict(
         seed=config.seed,

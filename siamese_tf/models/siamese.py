@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from siamese_tf import losses as losses_lib
 from siamese_tf import mining
 from siamese_tf.distances import pair_distances
 
@@ -33,11 +34,24 @@ class SiameseModel(keras.Model):
       head: optional pair head `head([emb_a, emb_b]) -> probability same`.
       distance_metric: "L2", "squared-L2" or "angular" (distances for pair losses and verification).
       stats_margin: margin used for the reported active-triplet fraction.
+      cross_replica_mining: with a triplet loss under a multi-replica strategy, all-gather
+        embeddings and labels so every replica mines over the global batch, scoring its own
+        anchors; the step then equals one replica training on the global batch. Without it each
+        replica mines within its own P×K share (cheaper, no extra communication).
       **kwargs: passed to `keras.Model`.
     """
 
-    def __init__(self, encoder, head=None, distance_metric="L2", stats_margin=1.0, **kwargs):
+    def __init__(
+        self,
+        encoder,
+        head=None,
+        distance_metric="L2",
+        stats_margin=1.0,
+        cross_replica_mining=False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
+        self.cross_replica_mining = bool(cross_replica_mining)
         self.encoder = encoder
         self.head = head
         self.distance_metric = distance_metric
@@ -106,17 +120,39 @@ class SiameseModel(keras.Model):
             batch_size = tf.shape(images_a)[0]
         else:
             emb = self(x, training=training)
-            loss = self.compute_loss(x=x, y=y, y_pred=emb, training=training)
+            if self.cross_replica_mining and _replicas() > 1:
+                loss = self._cross_replica_triplet_loss(tf.reshape(y, [-1]), emb)
+            else:
+                loss = self.compute_loss(x=x, y=y, y_pred=emb, training=training)
             stats = mining.batch_statistics(
                 tf.reshape(y, [-1]), tf.stop_gradient(emb), self.stats_margin, self.distance_metric
             )
             batch_size = tf.shape(x)[0]
         return loss, stats, batch_size
 
+    def _cross_replica_triplet_loss(self, labels, embeddings):
+        """This replica's share of the global-batch triplet loss. Runs per replica.
+
+        Every replica gathers all embeddings and labels (the gather is differentiable: its
+        gradient returns each replica its slice), scores only its own anchors against the
+        global batch, and divides by the global count of loss terms. The shares sum to the
+        full-batch loss, so summing gradients across replicas (as the optimizer does) gives the
+        gradient of one replica training on the whole batch; like a Keras loss under a
+        strategy, the share is already "scaled" and is not divided again.
+        """
+        context = tf.distribute.get_replica_context()
+        all_embeddings = context.all_gather(embeddings, axis=0)
+        all_labels = context.all_gather(labels, axis=0)
+        local = tf.shape(embeddings)[0]
+        anchors = context.replica_id_in_sync_group * local + tf.range(local)
+        loss_sum, count = _triplet_terms(self.loss, all_labels, all_embeddings, anchors)
+        total = context.all_reduce("sum", tf.stop_gradient(count))
+        return tf.math.divide_no_nan(loss_sum, total)
+
     def _update_metrics(self, loss, stats, batch_size):
         # Keras losses come back scaled by 1/replicas (see keras.losses.Loss); the loss tracker
         # must see the unscaled value, as Keras' own train_step does.
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        replicas = _replicas()
         for metric in self.metrics:
             if metric.name == "loss":
                 metric.update_state(loss * replicas, sample_weight=batch_size)
@@ -186,6 +222,7 @@ class SiameseModel(keras.Model):
             head=None if self.head is None else keras.saving.serialize_keras_object(self.head),
             distance_metric=self.distance_metric,
             stats_margin=self.stats_margin,
+            cross_replica_mining=self.cross_replica_mining,
         )
         return config
 
@@ -196,6 +233,29 @@ class SiameseModel(keras.Model):
         if config.get("head") is not None:
             config["head"] = keras.saving.deserialize_keras_object(config["head"])
         return cls(**config)
+
+
+def _replicas() -> int:
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _triplet_terms(loss, labels, embeddings, anchors):
+    """(loss sum, term count) of a siamese_tf triplet loss for some anchors of a batch."""
+    if isinstance(loss, losses_lib.TripletSemiHardLoss):
+        return losses_lib.semihard_loss_terms(
+            labels, embeddings, loss.margin, loss.distance_metric, anchors
+        )
+    if isinstance(loss, losses_lib.TripletHardLoss):
+        return losses_lib.hard_loss_terms(
+            labels, embeddings, loss.margin, loss.soft, loss.distance_metric, anchors
+        )
+    if isinstance(loss, losses_lib.TripletBatchAllLoss):
+        return losses_lib.batch_all_loss_terms(
+            labels, embeddings, loss.margin, loss.soft, loss.distance_metric, anchors
+        )
+    raise ValueError(
+        f"cross_replica_mining needs a siamese_tf triplet loss, got {type(loss).__name__}"
+    )
 
 
 def _is_multi_worker(strategy) -> bool:
