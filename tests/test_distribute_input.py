@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from siamese_tf.data import Source, class_shard_pk_batches, pk_batches, write_class_shards
 from siamese_tf.distribute import distribute_pk_dataset

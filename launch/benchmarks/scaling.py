@@ -93,11 +93,11 @@ def run(sizes=None) -> dict:
 
 def format_table(result: dict) -> str:
     """The rows as a fixed-width table."""
-    lines = [f"{'device':<7}{'replicas':>9}{'mixed':>7}{'xla':>5}{'examples/s':>12}{'step ms':>9}"]
+    lines = [f"{'device':<7}{'replicas':>9}{'mixed':>7}{'xla':>7}{'examples/s':>12}{'step ms':>9}"]
     for row in result["rows"]:
         lines.append(
             f"{row.get('device', 'cpu'):<7}{row['replicas']:>9}"
-            f"{str(row['mixed_precision']):>7}{str(row['jit_compile']):>5}"
+            f"{str(row['mixed_precision']):>7}{str(row['jit_compile']):>7}"
             f"{row['examples_per_second']:>12}{row['step_ms']:>9}"
         )
     lines.append(f"2 vs 1 replicas (logical CPUs, same cores): {result['ratio_2_vs_1_replicas']}")
