@@ -4,6 +4,7 @@ Multi-replica code (MirroredStrategy) is tested on these two logical devices, so
 configuration must happen before any op runs; pytest imports conftest first.
 """
 
+import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -27,3 +28,53 @@ def two_cpus():
     keys ("Collective instance N expected type ..."), so tests share this one.
     """
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+# A finished digits run's workdir, built once per session for the evaluate / predict / export
+# tests (weights at their seeded initialisation: evaluation needs a calibrated model, not a
+# trained one).
+TINY_RUN = dict(epochs=1, steps_per_epoch=3, calibration_pairs=100, test_pairs=100)
+
+
+def make_finished_run(path):
+    """Writes a finished digits run's workdir as `train_and_evaluate` leaves it, minus the steps.
+
+    config.json (with split_sizes), a calibrated model.keras and report.json come from the
+    trainer's own functions; the weights stay at their seeded initialisation, which is all an
+    evaluation needs and keeps the fixture fast (no fit, no TensorBoard dependency).
+    """
+    import keras
+
+    from siamese_tf.callbacks import ThresholdCalibration
+    from siamese_tf.data import fixed_pairs
+    from trainers import metric_learning
+    from trainers import workdir as wd
+
+    config = _tiny_config()
+    keras.utils.set_random_seed(config.seed)
+    data = metric_learning.prepare_data(config)
+    model = metric_learning.build_model(config, data.source.image_shape)
+    pairs = fixed_pairs(data.calibration.labels, config.calibration_pairs, seed=config.seed + 1)
+    calibration = ThresholdCalibration(data.calibration.images, pairs, rule=config.threshold_rule)
+    calibration.set_model(model)
+    calibration.calibrate()
+    report = metric_learning.evaluate_test(model, config, data)
+    path.mkdir(parents=True)
+    config = {**json.loads(config.to_json()), "split_sizes": data.splits.sizes()}
+    wd.write_json_atomic(wd.path(str(path), wd.CONFIG), config)
+    wd.save_model_atomic(model, wd.path(str(path), wd.MODEL))
+    wd.write_json_atomic(wd.path(str(path), wd.REPORT), report)
+
+
+def _tiny_config():
+    from trainers.config import TrainConfig
+
+    return TrainConfig(**TINY_RUN)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """Path of a finished digits run (config.json, calibrated model.keras, report.json)."""
+    path = tmp_path_factory.getbasetemp() / "shared_digits_run"
+    make_finished_run(path)
+    return path

@@ -14,10 +14,8 @@ import tensorflow as tf
 from siamese_tf.errors import InputError
 from siamese_tf.export import export_saved_model
 from trainers import evaluation
-from trainers.config import TrainConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY = TrainConfig(epochs=1, steps_per_epoch=3, calibration_pairs=100, test_pairs=100)
 
 # Runs in a process that cannot import siamese_tf: `-I` drops PYTHONPATH, the user site and the
 # script's folder from sys.path, and the cwd is outside the repository.
@@ -50,42 +48,9 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def make_finished_run(path):
-    """Writes a finished digits run's workdir as `train_and_evaluate` leaves it, minus the steps.
-
-    config.json (with split_sizes), a calibrated model.keras and report.json come from the
-    trainer's own functions; the weights stay at their seeded initialisation, which is all an
-    evaluation needs and keeps the fixture fast (no fit, no TensorBoard dependency).
-    """
-    import keras
-
-    from siamese_tf.callbacks import ThresholdCalibration
-    from siamese_tf.data import fixed_pairs
-    from trainers import metric_learning
-    from trainers import workdir as wd
-
-    keras.utils.set_random_seed(TINY.seed)
-    data = metric_learning.prepare_data(TINY)
-    model = metric_learning.build_model(TINY, data.source.image_shape)
-    pairs = fixed_pairs(data.calibration.labels, TINY.calibration_pairs, seed=TINY.seed + 1)
-    calibration = ThresholdCalibration(data.calibration.images, pairs, rule=TINY.threshold_rule)
-    calibration.set_model(model)
-    calibration.calibrate()
-    report = metric_learning.evaluate_test(model, TINY, data)
-    path.mkdir(parents=True)
-    config = {**json.loads(TINY.to_json()), "split_sizes": data.splits.sizes()}
-    wd.write_json_atomic(wd.path(str(path), wd.CONFIG), config)
-    wd.save_model_atomic(model, wd.path(str(path), wd.MODEL))
-    wd.write_json_atomic(wd.path(str(path), wd.REPORT), report)
-
-
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A finished digits run, shared by the test modules of one session."""
-    path = tmp_path_factory.getbasetemp() / "shared_digits_run"
-    if not (path / "model.keras").exists():
-        make_finished_run(path)
-    return path
+def run_dir(finished_run):
+    return finished_run
 
 
 @pytest.fixture(scope="module")
