@@ -77,11 +77,11 @@ def main(argv):
             raise InputError("--gallery needs query images: --query PATH [PATH ...]")
     elif FLAGS.k is None:
         raise InputError("--cluster needs --k N, the number of clusters")
-    from trainers import evaluation
+    from trainers import evaluation, prediction
 
     run = evaluation.load_run(FLAGS.workdir)
     if mode == "pair":
-        result = evaluation.predict_pair(run, paths[0], paths[1], FLAGS.threshold)
+        result = prediction.predict_pair(run, paths[0], paths[1], FLAGS.threshold)
         verdict = "same" if result["same"] else "different"
         if FLAGS.json:
             print(json.dumps({"a": paths[0], "b": paths[1], **result}))
@@ -90,7 +90,7 @@ def main(argv):
                 f"{verdict} distance={result['distance']:.6f} threshold={result['threshold']:.6f}"
             )
     elif mode == "gallery":
-        results = evaluation.match_gallery(
+        results = prediction.match_gallery(
             run, FLAGS.gallery, queries, FLAGS.threshold, FLAGS.batch_size
         )
         for r in results:
@@ -106,7 +106,7 @@ def main(argv):
                 )
     else:
         out = FLAGS.out or os.path.join(FLAGS.workdir, "predict", "clusters.csv")
-        rows = evaluation.cluster_folder(
+        rows = prediction.cluster_folder(
             run, FLAGS.cluster, FLAGS.k, out, FLAGS.seed, FLAGS.batch_size
         )
         sizes = {}

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from siamese_tf.errors import InputError
-from trainers import evaluation
+from trainers import evaluation, prediction
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -81,60 +81,60 @@ def run_cli(*args):
 
 def test_pair_same_image_and_resized_rgb(run, files):
     a = files["gallery"][7][0]
-    same = evaluation.predict_pair(run, a, a)
+    same = prediction.predict_pair(run, a, a)
     assert same["same"] and same["distance"] == pytest.approx(0.0, abs=1e-3)
     assert same["threshold"] == pytest.approx(run.threshold)
     # A bigger RGB JPEG of one digit against its own 8 x 8 PNG: close, not identical.
-    resized = evaluation.predict_pair(run, files["big_jpeg"], files["queries"][7])
-    direct = evaluation.predict_pair(run, files["big_jpeg"], files["gallery"][0][0])
+    resized = prediction.predict_pair(run, files["big_jpeg"], files["queries"][7])
+    direct = prediction.predict_pair(run, files["big_jpeg"], files["gallery"][0][0])
     assert resized["distance"] < direct["distance"]
-    never = evaluation.predict_pair(run, a, files["gallery"][0][0], threshold=-0.5)
+    never = prediction.predict_pair(run, a, files["gallery"][0][0], threshold=-0.5)
     assert not never["same"] and never["threshold"] == -0.5
 
 
 def test_gallery_matches_and_unknown(run, files):
     gallery = str(files["root"] / "gallery")
-    exact = evaluation.match_gallery(run, gallery, [files["gallery"][1][2]])
+    exact = prediction.match_gallery(run, gallery, [files["gallery"][1][2]])
     assert exact[0]["match"] == "digit_1" and exact[0]["distance"] == pytest.approx(0, abs=1e-3)
     queries = [files["queries"][label] for label in (0, 1, 7)]
-    loose = evaluation.match_gallery(run, gallery, queries, threshold=10.0)
+    loose = prediction.match_gallery(run, gallery, queries, threshold=10.0)
     assert [r["match"] for r in loose] == [r["nearest"] for r in loose]
-    strict = evaluation.match_gallery(run, gallery, queries, threshold=1e-9)
+    strict = prediction.match_gallery(run, gallery, queries, threshold=1e-9)
     assert [r["match"] for r in strict] == [None, None, None]
     assert [r["nearest"] for r in strict] == [r["nearest"] for r in loose]
 
 
 def test_cluster_folder_writes_csv(run, files, tmp_path):
     out = tmp_path / "out" / "clusters.csv"
-    rows = evaluation.cluster_folder(run, str(files["root"] / "gallery"), 3, str(out))
+    rows = prediction.cluster_folder(run, str(files["root"] / "gallery"), 3, str(out))
     with open(out, newline="") as f:
         table = list(csv.reader(f))
     assert table[0] == ["file", "cluster"] and len(table) == 13
     assert [(f, int(c)) for f, c in table[1:]] == rows
     assert {c for _, c in rows} <= {0, 1, 2}
     with pytest.raises(InputError, match="--k must be in"):
-        evaluation.cluster_folder(run, str(files["root"] / "gallery"), 13, str(out))
+        prediction.cluster_folder(run, str(files["root"] / "gallery"), 13, str(out))
 
 
 def test_bad_input_raises_input_error(run, files, tmp_path):
     gallery = str(files["root"] / "gallery")
     with pytest.raises(InputError, match="does not exist"):
-        evaluation.predict_pair(run, str(tmp_path / "nope.png"), files["queries"][0])
+        prediction.predict_pair(run, str(tmp_path / "nope.png"), files["queries"][0])
     with pytest.raises(InputError, match="does not exist"):
-        evaluation.match_gallery(run, gallery, [str(tmp_path / "nope.png")])
+        prediction.match_gallery(run, gallery, [str(tmp_path / "nope.png")])
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="empty"):
-        evaluation.match_gallery(run, str(tmp_path / "empty"), [files["queries"][0]])
+        prediction.match_gallery(run, str(tmp_path / "empty"), [files["queries"][0]])
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.raises(InputError, match="notes.txt"):
-        evaluation.predict_pair(run, str(tmp_path / "notes.txt"), files["queries"][0])
+        prediction.predict_pair(run, str(tmp_path / "notes.txt"), files["queries"][0])
     with pytest.raises(InputError, match="no image files"):
-        evaluation.cluster_folder(run, str(tmp_path / "empty"), 2, str(tmp_path / "c.csv"))
+        prediction.cluster_folder(run, str(tmp_path / "empty"), 2, str(tmp_path / "c.csv"))
     calibrated = float(run.model.threshold.numpy())
     try:
         run.model.threshold.assign(-1.0)
         with pytest.raises(InputError, match="uncalibrated"):
-            evaluation.predict_pair(run, files["queries"][0], files["queries"][1])
+            prediction.predict_pair(run, files["queries"][0], files["queries"][1])
     finally:
         run.model.threshold.assign(calibrated)
 
