@@ -110,12 +110,13 @@ class SiameseModel(keras.Model):
             images_a, images_b = x
             emb = self(tf.concat([images_a, images_b], axis=0), training=training)
             emb_a, emb_b = tf.split(emb, 2, axis=0)
+            distances = pair_distances(emb_a, emb_b, self.distance_metric)
             if self.head is not None:
                 y_pred = self.head([emb_a, emb_b], training=training)
             else:
-                y_pred = pair_distances(emb_a, emb_b, self.distance_metric)
+                y_pred = distances
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred, training=training)
-            distances = tf.stop_gradient(pair_distances(emb_a, emb_b, self.distance_metric))
+            distances = tf.stop_gradient(distances)
             stats = _pair_statistics(distances, tf.cast(tf.reshape(y, [-1]), tf.float32))
             batch_size = tf.shape(images_a)[0]
         else:
