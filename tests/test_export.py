@@ -20,7 +20,19 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Runs in a process that cannot import siamese_tf: `-I` drops PYTHONPATH, the user site and the
 # script's folder from sys.path, and the cwd is outside the repository.
 LOAD_AND_SERVE = """
-import json, sys
+import importlib.abc, json, sys
+
+
+class NoSiameseTf(importlib.abc.MetaPathFinder):
+    # A serving machine without siamese_tf: CI installs the package into site-packages, so
+    # leaving the repository is not enough; refuse the import outright.
+    def find_spec(self, name, path=None, target=None):
+        if name == "siamese_tf" or name.startswith("siamese_tf."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return None
+
+
+sys.meta_path.insert(0, NoSiameseTf())
 import numpy as np
 import tensorflow as tf
 try:
