@@ -66,9 +66,17 @@ def _no_gradient_if(condition, value):
 
 
 def _prepare(y_true, y_pred, distance_metric, anchor_indices):
+    """What every triplet loss mines from: labels, distances, negatives and positive pairs.
+
+    Returns:
+      `(labels [B], pdist [A, B], negative [A, B] bool, valid [A, K] bool, positive_d [A, K])`:
+      `positive_d[a, j]` is the distance of anchor a to its j-th positive where `valid`.
+    """
     labels = tf.reshape(tf.convert_to_tensor(y_true), [-1])
     pdist = distances_lib.pairwise_distances(y_pred, distance_metric, anchor_indices)
-    return labels, pdist
+    negative = mining.negative_mask(labels, anchor_indices)
+    columns, valid = mining.positive_slots(labels, anchor_indices)
+    return labels, pdist, negative, valid, mining.gather_rows(pdist, columns)
 
 
 def contrastive_loss(y_true, y_pred, margin=1.0):
@@ -109,10 +117,9 @@ def semihard_loss_terms(y_true, y_pred, margin=1.0, distance_metric="L2", anchor
       `(loss_sum, num_positive_pairs)`, float scalars; the loss is their ratio. Zero gradient
       for a degenerate batch (see module docstring).
     """
-    labels, pdist = _prepare(y_true, y_pred, distance_metric, anchor_indices)
-    negative = mining.negative_mask(labels, anchor_indices)
-    columns, valid = mining.positive_slots(labels, anchor_indices)
-    positive_d = mining.gather_rows(pdist, columns)
+    labels, pdist, negative, valid, positive_d = _prepare(
+        y_true, y_pred, distance_metric, anchor_indices
+    )
     negative_d = mining._semihard(pdist, negative, positive_d, valid)  # noqa: SLF001
     terms = tf.maximum(margin + (positive_d - negative_d), 0.0)
     loss_sum = tf.reduce_sum(tf.where(valid, terms, 0.0))
@@ -141,10 +148,9 @@ def hard_loss_terms(
     Returns:
       `(loss_sum, num_anchors)`, float scalars.
     """
-    labels, pdist = _prepare(y_true, y_pred, distance_metric, anchor_indices)
-    negative = mining.negative_mask(labels, anchor_indices)
-    columns, valid = mining.positive_slots(labels, anchor_indices)
-    positive_d = mining.gather_rows(pdist, columns)
+    labels, pdist, negative, valid, positive_d = _prepare(
+        y_true, y_pred, distance_metric, anchor_indices
+    )
     inf = tf.constant(float("inf"), pdist.dtype)
     everything = tf.ones_like(negative)
     num_anchors = tf.shape(pdist)[0]
@@ -238,10 +244,9 @@ def batch_all_loss_terms(
     Returns:
       `(loss_sum, num_triplets)`, float scalars.
     """
-    labels, pdist = _prepare(y_true, y_pred, distance_metric, anchor_indices)
-    negative = mining.negative_mask(labels, anchor_indices)
-    columns, valid = mining.positive_slots(labels, anchor_indices)
-    positive_d = mining.gather_rows(pdist, columns)
+    labels, pdist, negative, valid, positive_d = _prepare(
+        y_true, y_pred, distance_metric, anchor_indices
+    )
     if soft:
         loss_sum = _soft_triplet_sum(positive_d, valid, pdist, negative)
         num_valid = tf.reduce_sum(tf.cast(valid, pdist.dtype), axis=1)
