@@ -6,7 +6,9 @@ oneshot (N-way k-shot episodes), retrieval (recall@k, precision@k, MAP@R), clust
 NMI / AMI) and omniglot_runs (Lake et al.'s 20 one-shot runs, `--runs_zip=.../all_runs.zip`).
 Each writes `DIR/eval/<protocol>.json`; `DIR/plots/*.png` get the ROC curve, the distance
 histograms and a 2-D embedding map; `--projector` writes TensorBoard projector files to
-`DIR/logs/projector/`. The data is rebuilt from `DIR/config.json` exactly as training split it.
+`DIR/logs/projector/`. The data is rebuilt from `DIR/config.json` exactly as training split it;
+`--dataset=SPEC --split=all` scores every example of another dataset instead (e.g. Omniglot's
+evaluation alphabets, which training never saw).
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ flags.DEFINE_string(
     "verification",
     "verification | oneshot | retrieval | clustering | omniglot_runs; comma-separated for several.",
 )
-flags.DEFINE_enum("split", "test", ["test", "calibration"], "The split to evaluate on.")
+flags.DEFINE_enum(
+    "split",
+    "test",
+    ["test", "calibration", "all"],
+    "The split to evaluate on: test / calibration of the run's data, or all of --dataset.",
+)
 flags.DEFINE_integer(
     "num_pairs", 0, "verification: number of pairs; 0 uses the run's own pair set of the split."
 )
@@ -48,6 +55,12 @@ flags.DEFINE_integer("seed", None, "Seed of pairs / episodes / bootstrap; defaul
 flags.DEFINE_integer("batch_size", 0, "Images per forward pass (0: the run's eval_batch_size).")
 flags.DEFINE_string("manual_dir", "", "Overrides the run's manual_dir (the data moved).")
 flags.DEFINE_string("data_dir", "", "Overrides the run's TFDS data_dir.")
+flags.DEFINE_string(
+    "dataset",
+    "",
+    "Score every example of another dataset (with --split=all), e.g. classes training never "
+    "saw: tfds:omniglot_local:evaluation. Resized to the run's image_size.",
+)
 FLAGS = flags.FLAGS
 
 
@@ -83,6 +96,7 @@ def main(argv):
         batch_size=FLAGS.batch_size,
         manual_dir=FLAGS.manual_dir,
         data_dir=FLAGS.data_dir,
+        dataset=FLAGS.dataset,
     )
     results = evaluation.evaluate(FLAGS.workdir, FLAGS.protocol, options)
     for protocol, result in results.items():

@@ -173,6 +173,35 @@ def test_bad_input_raises_input_error(workdir, tmp_path):
         evaluation.load_run(str(tmp_path / "missing"))
 
 
+def test_split_all_scores_a_whole_other_dataset(workdir, tmp_path):
+    # "Unseen classes": digits 5-9 of load_digits, saved as another dataset (8x8, as trained).
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    keep = digits.target >= 5
+    images = np.round(digits.images[keep] * (255.0 / 16.0)).astype(np.uint8)
+    np.savez(tmp_path / "unseen.npz", images=images, labels=digits.target[keep])
+    options = dataclasses.replace(
+        FAST, split="all", dataset=f"npz:{tmp_path / 'unseen.npz'}", ways=(5,), plots=False
+    )
+    results = evaluation.evaluate(str(workdir), "verification,oneshot", options)
+    data = results["oneshot"]["data"]
+    assert data["split"] == "all" and data["dataset"] == options.dataset
+    assert data["num_examples"] == int(keep.sum()) and data["num_classes"] == 5
+    assert results["verification"]["pairs"]["num_pairs"] == TINY.test_pairs
+    assert 0.2 <= results["oneshot"]["episodes"]["5way_1shot"]["accuracy"] <= 1.0
+    # The embedded images are exactly the file's: recompute one episode set's inputs.
+    run = evaluation.load_run(str(workdir))
+    split = evaluation.load_split(run, "all", dataset=options.dataset)
+    np.testing.assert_array_equal(split.images[..., 0], images)
+    with pytest.raises(InputError, match="needs --dataset"):
+        evaluation.evaluate(str(workdir), "oneshot", dataclasses.replace(FAST, split="all"))
+    with pytest.raises(InputError, match="needs --split=all"):
+        evaluation.evaluate(str(workdir), "oneshot", dataclasses.replace(options, split="test"))
+    with pytest.raises(InputError, match="training dataset"):
+        evaluation.evaluate(str(workdir), "oneshot", dataclasses.replace(options, dataset="digits"))
+
+
 def test_uncalibrated_model_refuses_verification(run_dir, workdir):
     run = evaluation.load_run(str(run_dir))
     run.model.threshold.assign(-1.0)

@@ -30,6 +30,7 @@ class TrainConfig:
     samples_per_class: int = 8
     class_weighting: str = "uniform"
     augment: bool = False
+    rotate_classes: bool = False
     learning_rate: float = 1e-3
     lr_schedule: str = "constant"
     epochs: int = 10

@@ -52,7 +52,7 @@ from trainers import workdir as wd
 from trainers.config import TrainConfig
 
 PROTOCOLS = ("verification", "oneshot", "retrieval", "clustering", "omniglot_runs")
-SPLITS = ("test", "calibration")
+SPLITS = ("test", "calibration", "all")
 EVAL_DIR = "eval"
 PLOTS_DIR = "plots"
 PROJECTOR_DIR = os.path.join(wd.LOGS, "projector")
@@ -186,33 +186,58 @@ class SplitData:
     class_names: tuple | None
 
 
+def _check_split_dataset(split: str, dataset: str) -> None:
+    if (split == "all") != bool(dataset):
+        raise InputError(
+            "--split=all scores a whole other dataset and needs --dataset=SPEC; --dataset "
+            "needs --split=all (test and calibration are splits of the run's own data)"
+        )
+
+
 def load_split(
-    run: Run, split: str = "test", manual_dir: str = "", data_dir: str = ""
+    run: Run, split: str = "test", manual_dir: str = "", data_dir: str = "", dataset: str = ""
 ) -> SplitData:
-    """Rebuilds one split of a run's data exactly as training drew it.
+    """Rebuilds one split of a run's data exactly as training drew it, or loads another dataset.
 
     Args:
       run: the run.
-      split: "test" or "calibration".
+      split: "test" or "calibration" of the run's own data, or "all": every example of
+        `dataset` (e.g. Omniglot's evaluation alphabets, which training never saw).
       manual_dir: overrides the run's `manual_dir` (data moved); empty keeps it.
       data_dir: overrides the run's `data_dir`; empty keeps it.
+      dataset: a dataset spec other than the run's, resized to the run's `image_size`; only
+        with `split="all"`.
 
     Returns:
       The decoded split.
 
     Raises:
-      InputError: an unknown split, unreadable data, data whose split sizes differ from the
-        ones training saw, or images of another shape than the model takes.
+      InputError: an unknown split, `dataset` without `split="all"` or the reverse,
+        unreadable data, data whose split sizes differ from the ones training saw, or images
+        of another shape than the model takes.
     """
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
     config = run.config
+    _check_split_dataset(split, dataset)
+    if dataset and dataset == config.dataset:
+        raise InputError(
+            f"--dataset={dataset} is the run's training dataset: --split=all would score "
+            "training images; use --split=test"
+        )
     source = load_source(
-        config.dataset,
+        dataset or config.dataset,
         image_size=config.image_size,
         manual_dir=manual_dir or config.manual_dir,
         data_dir=data_dir or config.data_dir,
     )
+    if tuple(source.image_shape) != run.image_shape:
+        raise InputError(
+            f"dataset {dataset or config.dataset!r} decodes to {tuple(source.image_shape)} "
+            f"images but the model takes {run.image_shape}"
+        )
+    if split == "all":
+        return SplitData(split, source.decoded_images(), source.labels, source.class_names)
     splits = split_indices(
         source.labels,
         calibration_fraction=config.calibration_fraction,
@@ -224,11 +249,6 @@ def load_split(
         raise InputError(
             f"dataset {config.dataset!r} no longer splits as it did in training "
             f"(now {splits.sizes()}, then {run.split_sizes}): the data changed"
-        )
-    if tuple(source.image_shape) != run.image_shape:
-        raise InputError(
-            f"dataset {config.dataset!r} decodes to {tuple(source.image_shape)} images but the "
-            f"model takes {run.image_shape}"
         )
     rows = getattr(splits, split)
     return SplitData(split, source.decoded_images(rows), source.labels[rows], source.class_names)
@@ -243,8 +263,9 @@ class EvalOptions:
     """Options of `evaluate` (defaults: the flags' defaults).
 
     Attributes:
-      split: "test" or "calibration".
-      num_pairs: verification pairs; 0 uses the run's own pair set of the split.
+      split: "test" or "calibration" of the run's data, or "all" of `dataset`.
+      num_pairs: verification pairs; 0 uses the run's own pair set of the split (on "all":
+        the run's `test_pairs`).
       bootstrap: bootstrap resamples of the AUC / EER intervals (0: none).
       ways: N of the N-way k-shot episodes.
       shots: k of the episodes.
@@ -260,6 +281,8 @@ class EvalOptions:
       batch_size: images per forward pass; 0 uses the run's `eval_batch_size`.
       manual_dir: overrides the run's `manual_dir`.
       data_dir: overrides the run's `data_dir`.
+      dataset: another dataset spec to score whole (with split "all"), e.g. classes training
+        never saw; empty: the run's own data.
     """
 
     split: str = "test"
@@ -279,6 +302,7 @@ class EvalOptions:
     batch_size: int = 0
     manual_dir: str = ""
     data_dir: str = ""
+    dataset: str = ""
 
     def check(self, protocols) -> None:
         """Validates the options for the given protocols (before anything is loaded).
@@ -294,6 +318,7 @@ class EvalOptions:
             )
         if self.split not in SPLITS:
             raise InputError(f"unknown split {self.split!r}; choose one of: {', '.join(SPLITS)}")
+        _check_split_dataset(self.split, self.dataset)
         if self.projection not in embedding_map.PROJECTIONS:
             raise InputError(
                 f"unknown projection {self.projection!r}; choose one of "
@@ -384,7 +409,7 @@ def verification_protocol(run: Run, data: SplitData, embeddings, options: EvalOp
     config = run.config
     if options.num_pairs:
         num_pairs, seed = options.num_pairs, _seed(run, options, 2)
-    elif data.name == "test":
+    elif data.name in ("test", "all"):
         num_pairs, seed = config.test_pairs, config.seed + 2
     else:
         num_pairs, seed = config.calibration_pairs, config.seed + 1
@@ -718,11 +743,11 @@ def evaluate(workdir: str, protocols, options: EvalOptions | None = None) -> dic
     }
     if split_protocols:
         start = time.perf_counter()
-        data = load_split(run, options.split, options.manual_dir, options.data_dir)
+        data = load_split(run, options.split, options.manual_dir, options.data_dir, options.dataset)
         embeddings = embed(run.model, data.images, options.batch_size or run.config.eval_batch_size)
         _check_finite(embeddings, f"the {data.name} split")
         data_info = {
-            "dataset": run.config.dataset,
+            "dataset": options.dataset or run.config.dataset,
             "split": data.name,
             "split_by": run.config.split_by,
             "num_examples": int(len(data.labels)),

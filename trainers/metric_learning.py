@@ -26,6 +26,7 @@ from siamese_tf.data import (
     split_indices,
 )
 from siamese_tf.data.augment import augment_by_step, random_affine
+from siamese_tf.data.class_augment import rotated_classes
 from siamese_tf.distribute import classes_per_replica, distribute_pk_dataset, is_chief
 from siamese_tf.errors import InputError
 from siamese_tf.evaluation import metrics as eval_metrics
@@ -82,6 +83,9 @@ def prepare_data(config: TrainConfig) -> PreparedData:
         split_by=config.split_by,
     )
     train = source.take(splits.train)
+    if config.rotate_classes:
+        # Training classes only: calibration and test classes stay upright.
+        train = rotated_classes(train, label_offset=int(source.labels.max()) + 1)
     counts = np.unique(train.labels, return_counts=True)[1]
     eligible = int(np.sum(counts >= 2))
     if config.loss in TRIPLET_LOSSES and config.classes_per_batch > eligible:
