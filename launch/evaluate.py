@@ -4,8 +4,9 @@ Protocols (comma-separated for several; the split is embedded once for all):
 verification (the split's fixed pairs at the calibrated threshold, with bootstrap CIs),
 oneshot (N-way k-shot episodes), retrieval (recall@k, precision@k, MAP@R), clustering (k-means
 NMI / AMI) and omniglot_runs (Lake et al.'s 20 one-shot runs, `--runs_zip=.../all_runs.zip`).
-Each writes `DIR/eval/<protocol>.json`; `DIR/plots/*.png` get the ROC curve, the distance
-histograms and a 2-D embedding map; `--projector` writes TensorBoard projector files to
+Each writes `DIR/eval/<protocol>.json` (`<protocol>_<split>.json` off the test split);
+`DIR/plots/*.png` get the ROC curve, the distance histograms and a 2-D embedding map;
+`--projector` writes TensorBoard projector files to
 `DIR/logs/projector/`. The data is rebuilt from `DIR/config.json` exactly as training split it;
 `--dataset=SPEC --split=all` scores every example of another dataset instead (e.g. Omniglot's
 evaluation alphabets, which training never saw).
@@ -14,6 +15,7 @@ evaluation alphabets, which training never saw).
 from __future__ import annotations
 
 import json
+import os
 
 from absl import flags
 
@@ -103,7 +105,11 @@ def main(argv):
         summary = {
             "protocol": protocol,
             **evaluation.headline(protocol, result),
-            "json": f"{FLAGS.workdir}/{evaluation.EVAL_DIR}/{protocol}.json",
+            "json": os.path.join(
+                FLAGS.workdir,
+                evaluation.EVAL_DIR,
+                evaluation.report_filename(protocol, FLAGS.split),
+            ),
         }
         print("summary: " + json.dumps(summary))
 

@@ -75,6 +75,8 @@ def test_verification_reproduces_the_training_report(workdir):
     )
     assert cal["verification"]["pairs"]["seed"] == TINY.seed + 1
     assert "optimistic" in cal["verification"]["note"]
+    assert (workdir / "eval" / "verification_calibration.json").exists()
+    assert json.loads((workdir / "eval" / "verification.json").read_text()) == saved
 
 
 def test_oneshot_retrieval_clustering_share_one_embedding(workdir, run_dir):
@@ -190,6 +192,9 @@ def test_split_all_scores_a_whole_other_dataset(workdir, tmp_path):
     assert data["num_examples"] == int(keep.sum()) and data["num_classes"] == 5
     assert results["verification"]["pairs"]["num_pairs"] == TINY.test_pairs
     assert 0.2 <= results["oneshot"]["episodes"]["5way_1shot"]["accuracy"] <= 1.0
+    # Reports off the test split do not overwrite the test ones.
+    assert (workdir / "eval" / "oneshot_all.json").exists()
+    assert not (workdir / "eval" / "oneshot.json").exists()
     # The embedded images are exactly the file's: recompute one episode set's inputs.
     run = evaluation.load_run(str(workdir))
     split = evaluation.load_split(run, "all", dataset=options.dataset)

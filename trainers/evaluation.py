@@ -16,8 +16,9 @@ against the saved ones), embeds one split once and runs one or more protocols on
 * `omniglot_runs`: the 20 official 20-way one-shot runs of Lake et al. (2015), read straight
   from `all_runs.zip`.
 
-Each writes `eval/<protocol>.json`; plots go to `plots/` and projector files to
-`logs/projector/`. Runs on host, in one process (no strategy needed).
+Each writes `eval/<protocol>.json` (`eval/<protocol>_<split>.json` on the calibration split or
+another dataset's `all`, so they never overwrite the test figures); plots go to `plots/` and
+projector files to `logs/projector/`. Runs on host, in one process (no strategy needed).
 """
 
 from __future__ import annotations
@@ -707,7 +708,8 @@ def evaluate(workdir: str, protocols, options: EvalOptions | None = None) -> dic
       options: `EvalOptions`; defaults when None.
 
     Returns:
-      {protocol: result}; each result is also written to `workdir/eval/<protocol>.json`.
+      {protocol: result}; each result is also written to `workdir/eval/`, named by
+      `report_filename`.
 
     Raises:
       InputError: bad options, a workdir without a finished run, data that no longer matches
@@ -826,8 +828,17 @@ def evaluate(workdir: str, protocols, options: EvalOptions | None = None) -> dic
         if protocol != "omniglot_runs":
             result["plots"] = {k: v for k, v in written.items() if k != "projector"}
             result["projector"] = written.get("projector")
-        wd.write_json_atomic(os.path.join(eval_dir, f"{protocol}.json"), result)
+        wd.write_json_atomic(
+            os.path.join(eval_dir, report_filename(protocol, options.split)), result
+        )
     return results
+
+
+def report_filename(protocol: str, split: str) -> str:
+    """`<protocol>.json` for the test split (and the runs), else `<protocol>_<split>.json`."""
+    if split == "test" or protocol == "omniglot_runs":
+        return f"{protocol}.json"
+    return f"{protocol}_{split}.json"
 
 
 def headline(protocol: str, result: dict) -> dict:
