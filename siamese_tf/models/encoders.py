@@ -33,12 +33,35 @@ def conv_small(input_shape, embedding_dim: int) -> keras.Model:
 
 def conv4(input_shape, embedding_dim: int, filters: int = 64) -> keras.Model:
     """The conv4-64 few-shot backbone: four conv-BN-ReLU-pool blocks, global pooling, embedding."""
+    return _conv4(input_shape, embedding_dim, filters, flatten=False, name="conv4")
+
+
+def conv4_flat(input_shape, embedding_dim: int, filters: int = 64) -> keras.Model:
+    """conv4-64 whose last feature map is flattened, not averaged, into the embedding layer.
+
+    Global average pooling forgets where in the image a feature fired; for line drawings such
+    as characters the layout of the strokes is much of the identity (the few-shot conv4 of
+    Vinyals et al. and Snell et al. flattens too). Costs (H/16)·(W/16) times the embedding
+    layer's weights.
+    """
+    return _conv4(input_shape, embedding_dim, filters, flatten=True, name="conv4_flat")
+
+
+def _conv4(input_shape, embedding_dim: int, filters: int, *, flatten: bool, name: str):
+    if min(input_shape[:2]) < 16:
+        raise InputError(
+            f"{name} halves the image four times and needs at least 16x16 images, got "
+            f"{input_shape[0]}x{input_shape[1]}: set --image_size=16 or more"
+        )
     inputs = keras.Input(shape=input_shape, name="images")
     x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
     for i in range(4):
         x = _conv_block(x, filters, batch_norm=True, pool=True, name=f"block{i + 1}")
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    return _embedding_head(inputs, x, embedding_dim, "conv4")
+    if flatten:
+        x = keras.layers.Flatten(name="flatten")(x)
+    else:
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return _embedding_head(inputs, x, embedding_dim, name)
 
 
 def _embedding_head(inputs, x, embedding_dim: int, name: str) -> keras.Model:
@@ -49,7 +72,7 @@ def _embedding_head(inputs, x, embedding_dim: int, name: str) -> keras.Model:
     return keras.Model(inputs, outputs, name=name)
 
 
-ENCODERS = {"conv_small": conv_small, "conv4": conv4}
+ENCODERS = {"conv_small": conv_small, "conv4": conv4, "conv4_flat": conv4_flat}
 
 
 def build_encoder(name: str, input_shape, embedding_dim: int) -> keras.Model:
