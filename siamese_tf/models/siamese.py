@@ -70,9 +70,25 @@ class SiameseModel(keras.Model):
         # finite (masked out of mining) while the gradients poison the weights.
         self.nonfinite_tracker = keras.metrics.Sum(name="nonfinite_steps")
 
-    def call(self, images, training=None):
-        """Embeds a batch of images. Runs per replica."""
-        return self.encoder(images, training=training)
+    def call(self, inputs, training=None):
+        """Embeds a batch of images; given a pair batch `(images_a, images_b)`, scores it.
+
+        Runs per replica. The pair form returns what a pair loss takes as `y_pred` (the
+        distances, or the head's "same" probability), so Keras can build the compiled loss
+        from `model(x)` whatever the batch kind.
+        """
+        if isinstance(inputs, (tuple, list)):
+            return self._pair_outputs(*inputs, training=training)[0]
+        return self.encoder(inputs, training=training)
+
+    def _pair_outputs(self, images_a, images_b, training=None):
+        """`(y_pred, distances)` of a pair batch: one encoder pass over both sides."""
+        emb = self.encoder(tf.concat([images_a, images_b], axis=0), training=training)
+        emb_a, emb_b = tf.split(emb, 2, axis=0)
+        distances = pair_distances(emb_a, emb_b, self.distance_metric)
+        if self.head is None:
+            return distances, distances
+        return self.head([emb_a, emb_b], training=training), distances
 
     def build(self, input_shape):
         """Builds the encoder (already built when functional) and the head."""
@@ -108,13 +124,7 @@ class SiameseModel(keras.Model):
         x, y = data[0], data[1]
         if isinstance(x, (tuple, list)):
             images_a, images_b = x
-            emb = self(tf.concat([images_a, images_b], axis=0), training=training)
-            emb_a, emb_b = tf.split(emb, 2, axis=0)
-            distances = pair_distances(emb_a, emb_b, self.distance_metric)
-            if self.head is not None:
-                y_pred = self.head([emb_a, emb_b], training=training)
-            else:
-                y_pred = distances
+            y_pred, distances = self._pair_outputs(images_a, images_b, training=training)
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred, training=training)
             distances = tf.stop_gradient(distances)
             stats = _pair_statistics(distances, tf.cast(tf.reshape(y, [-1]), tf.float32))
