@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from siamese_tf.data.images import decode_encoded_images
+from siamese_tf.data.one_shot_runs import read_omniglot_runs
 from siamese_tf.errors import InputError
 from siamese_tf.evaluation import retrieval
 from siamese_tf.inference import embed
@@ -132,10 +134,10 @@ def _runs_zip(path, num_runs=2, n_way=4):
 
 def test_omniglot_runs_from_the_zip(workdir, tmp_path):
     _runs_zip(tmp_path / "all_runs.zip")
-    runs = evaluation.read_omniglot_runs(str(tmp_path / "all_runs.zip"))
+    runs = read_omniglot_runs(str(tmp_path / "all_runs.zip"))
     assert [r.name for r in runs] == ["run01", "run02"] and len(runs[0].queries) == 4
     # 1-bit PNGs decode to 0 (stroke) / 255 (background): the TFDS Omniglot polarity.
-    decoded = evaluation.decode_encoded(runs[0].support[:1], (105, 105, 1), ["x"])
+    decoded = decode_encoded_images(runs[0].support[:1], (105, 105, 1), ["x"])
     assert set(np.unique(decoded)) == {0, 255} and decoded.mean() > 128
     options = dataclasses.replace(FAST, runs_zip=str(tmp_path / "all_runs.zip"))
     result = evaluation.evaluate(str(workdir), "omniglot_runs", options)["omniglot_runs"]
@@ -160,7 +162,7 @@ def test_bad_input_raises_input_error(workdir, tmp_path):
         )
     (tmp_path / "bad.zip").write_bytes(b"not a zip")
     with pytest.raises(InputError, match="not a readable zip"):
-        evaluation.read_omniglot_runs(str(tmp_path / "bad.zip"))
+        read_omniglot_runs(str(tmp_path / "bad.zip"))
     config = json.loads((workdir / "config.json").read_text())
     config["split_sizes"]["test"] += 1
     (workdir / "config.json").write_text(json.dumps(config))

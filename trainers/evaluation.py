@@ -28,7 +28,6 @@ import json
 import logging
 import math
 import os
-import re
 import time
 import zipfile
 
@@ -41,7 +40,8 @@ import siamese_tf.heads  # noqa: F401
 import siamese_tf.models  # noqa: F401
 from siamese_tf import embedding_map, plots
 from siamese_tf.data import fixed_pairs, load_source, source_episodes, split_indices
-from siamese_tf.data import images as images_lib
+from siamese_tf.data.images import decode_encoded_images
+from siamese_tf.data.one_shot_runs import read_omniglot_runs
 from siamese_tf.errors import InputError
 from siamese_tf.evaluation import clustering as eval_clustering
 from siamese_tf.evaluation import metrics as eval_metrics
@@ -523,110 +523,6 @@ def clustering_protocol(run: Run, data: SplitData, embeddings, options: EvalOpti
 # The Omniglot one-shot runs of Lake et al. (2015).
 
 
-@dataclasses.dataclass(frozen=True)
-class OneShotRun:
-    """One official run: 20 support images (one per class) and 20 queries.
-
-    Attributes:
-      name: "run01" ... "run20".
-      support_files: the zip members of `training/`, sorted (the class order).
-      support: their bytes.
-      query_files: the zip members of `test/`, sorted.
-      queries: their bytes.
-      targets: int [Q] position in `support_files` of each query's class.
-    """
-
-    name: str
-    support_files: tuple
-    support: tuple
-    query_files: tuple
-    queries: tuple
-    targets: np.ndarray
-
-
-_RUN_LABELS = re.compile(r"^(?P<base>(?:.*/)?)(?P<run>run\d+)/class_labels\.txt$")
-
-
-def read_omniglot_runs(zip_path: str) -> list[OneShotRun]:
-    """Reads the one-shot runs straight from `all_runs.zip` (no extraction, no TFDS).
-
-    Each `runNN/` holds `training/classKK.png`, `test/itemKK.png` and `class_labels.txt`, whose
-    lines "runNN/test/itemKK.png runNN/training/classJJ.png" give each query's class (paths
-    relative to the folder holding `runNN/`).
-
-    Raises:
-      InputError: a missing or invalid zip, no runs inside, or a malformed run.
-    """
-    if not zip_path or not os.path.isfile(zip_path):
-        raise InputError(f"runs zip {zip_path!r} not found (expected Lake et al.'s all_runs.zip)")
-    try:
-        archive = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as err:
-        raise InputError(f"{zip_path} is not a readable zip file: {err}") from None
-    runs = []
-    with archive:
-        names = set(archive.namelist())
-        found = sorted(
-            (m.group("run"), m.group("base"), name)
-            for name in names
-            if (m := _RUN_LABELS.match(name)) and not name.startswith("__MACOSX/")
-        )
-        if not found:
-            raise InputError(f"{zip_path} holds no runNN/class_labels.txt: not all_runs.zip")
-        for run_name, base, labels_name in found:
-            where = f"{zip_path}:{labels_name}"
-            support_files = sorted(
-                n[len(base) :]
-                for n in names
-                if n.startswith(f"{base}{run_name}/training/") and n.lower().endswith(".png")
-            )
-            answers = {}
-            for line in archive.read(labels_name).decode("utf-8").splitlines():
-                parts = line.split()
-                if not parts:
-                    continue
-                if len(parts) != 2 or parts[1] not in support_files:
-                    raise InputError(
-                        f"{where}: bad line {line!r} (expected 'runNN/test/item.png "
-                        "runNN/training/class.png' of files in the zip)"
-                    )
-                if f"{base}{parts[0]}" not in names:
-                    raise InputError(f"{where}: {parts[0]} is not in the zip")
-                answers[parts[0]] = support_files.index(parts[1])
-            if not answers:
-                raise InputError(f"{where} lists no test images")
-            query_files = sorted(answers)
-            runs.append(
-                OneShotRun(
-                    name=run_name,
-                    support_files=tuple(support_files),
-                    support=tuple(archive.read(base + f) for f in support_files),
-                    query_files=tuple(query_files),
-                    queries=tuple(archive.read(base + f) for f in query_files),
-                    targets=np.array([answers[f] for f in query_files], np.int64),
-                )
-            )
-    return runs
-
-
-def decode_encoded(items, image_shape, names) -> np.ndarray:
-    """Decodes encoded images to uint8 `image_shape`, converting channels and resizing.
-
-    The resize is the training pipeline's (`siamese_tf.data.images.decode_one`: bilinear,
-    antialiased, rounded), so files of another size are treated exactly as a source resized
-    with `image_size` was. PNGs decode with TensorFlow: 1-bit PNGs (Omniglot) become 0 / 255,
-    the polarity of the TFDS Omniglot images (black strokes, 0, on white, 255).
-
-    Raises:
-      InputError: an empty, unsupported or undecodable image (the message names it).
-    """
-    items = list(items)
-    images_lib.probe_encoded(items, list(names))  # Names the bad file, if any.
-    encoded = np.empty(len(items), dtype=object)
-    encoded[:] = items
-    return images_lib.decode_images(encoded, images_lib.decode_fn(image_shape, encoded=True))
-
-
 def omniglot_runs_protocol(run: Run, options: EvalOptions) -> dict:
     """Scores the official 20-way one-shot runs: per run and over all 400 trials.
 
@@ -640,12 +536,12 @@ def omniglot_runs_protocol(run: Run, options: EvalOptions) -> dict:
     if len(shapes) != 1:
         raise InputError(f"{options.runs_zip}: runs differ in size {sorted(shapes)}")
     shape = run.image_shape
-    support = decode_encoded(
+    support = decode_encoded_images(
         [b for r in runs for b in r.support],
         shape,
         [f"{r.name}/{f}" for r in runs for f in r.support_files],
     )
-    queries = decode_encoded(
+    queries = decode_encoded_images(
         [b for r in runs for b in r.queries],
         shape,
         [f"{r.name}/{f}" for r in runs for f in r.query_files],

@@ -11,17 +11,12 @@ import pathlib
 
 import numpy as np
 
+from siamese_tf.data.images import decode_encoded_images
 from siamese_tf.data.sources import folder_stream
 from siamese_tf.errors import InputError
 from siamese_tf.evaluation import clustering as eval_clustering
 from siamese_tf.inference import embed
-from trainers.evaluation import (
-    IMAGE_SUFFIXES,
-    Run,
-    _check_finite,
-    decode_encoded,
-    model_distances,
-)
+from trainers.evaluation import IMAGE_SUFFIXES, Run, _check_finite, model_distances
 
 # ------------------------------------------------------------------------------------------------
 # Predictions on image files.
@@ -31,7 +26,7 @@ def read_image_files(paths, image_shape) -> np.ndarray:
     """Reads image files (PNG, JPEG, BMP, GIF) as uint8 [n, H, W, C] of the model.
 
     Images are converted to the model's channels and resized to its size when theirs differs
-    (see `decode_encoded`).
+    (see `decode_encoded_images`).
 
     Raises:
       InputError: a path that does not exist, is not a file, cannot be read, or is not a
@@ -51,7 +46,7 @@ def read_image_files(paths, image_shape) -> np.ndarray:
             raise InputError(f"cannot read image file {path}: {err.strerror}") from None
     if not items:
         return np.zeros((0, *image_shape), np.uint8)
-    return decode_encoded(items, image_shape, [str(p) for p in paths])
+    return decode_encoded_images(items, image_shape, [str(p) for p in paths])
 
 
 def predict_pair(run: Run, path_a: str, path_b: str, threshold: float | None = None) -> dict:
@@ -81,7 +76,7 @@ def _gallery(run: Run, gallery_dir: str, batch_size: int):
         items += list(chunk_items)
         labels.append(np.asarray(chunk_labels))
         names += list(chunk_names)
-    images = decode_encoded(items, run.image_shape, names)
+    images = decode_encoded_images(items, run.image_shape, names)
     emb = embed(run.model, images, batch_size)
     _check_finite(emb, f"the gallery {gallery_dir}")
     return emb, np.concatenate(labels), stream.class_names

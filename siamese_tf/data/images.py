@@ -225,3 +225,21 @@ def decode_images(items, map_fn: Callable | None, batch_size: int = 256) -> np.n
         .prefetch(tf.data.AUTOTUNE)
     )
     return np.concatenate([np.asarray(batch) for batch in ds])
+
+
+def decode_encoded_images(items, image_shape, names) -> np.ndarray:
+    """Decodes encoded images to uint8 `image_shape`, converting channels and resizing.
+
+    The resize is the training pipeline's (`siamese_tf.data.images.decode_one`: bilinear,
+    antialiased, rounded), so files of another size are treated exactly as a source resized
+    with `image_size` was. PNGs decode with TensorFlow: 1-bit PNGs (Omniglot) become 0 / 255,
+    the polarity of the TFDS Omniglot images (black strokes, 0, on white, 255).
+
+    Raises:
+      InputError: an empty, unsupported or undecodable image (the message names it).
+    """
+    items = list(items)
+    probe_encoded(items, list(names))  # Names the bad file, if any.
+    encoded = np.empty(len(items), dtype=object)
+    encoded[:] = items
+    return decode_images(encoded, decode_fn(image_shape, encoded=True))
