@@ -1,0 +1,83 @@
+"""Recipe suite: training step time of the Omniglot recipe per image size and encoder.
+
+The peer is the recipe's first version, conv4 (global average pooling) at 48×48; every other
+row reports its speed-up over it, measured in the same process. The data are synthetic
+Omniglot-shaped images (uint8, 1 channel, 20 per class), decoded in memory: the step cost
+depends on the shapes, not on the strokes, and the suite needs no dataset files.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import tensorflow as tf
+
+PEER = (48, "conv4")
+ENCODERS = ("conv4", "conv4_flat")
+
+
+def _measure(size: int, encoder: str, *, steps: int, warmup: int) -> dict:
+    from siamese_tf.data import Source
+    from trainers import metric_learning
+    from trainers.config import TrainConfig
+
+    config = TrainConfig(
+        encoder=encoder,
+        embedding_dim=128,
+        classes_per_batch=32,
+        samples_per_class=4,
+        augment=True,
+        learning_rate=1e-3,
+    )
+    rng = np.random.default_rng(0)
+    classes, per_class = 200, 20
+    images = rng.integers(0, 256, (classes * per_class, size, size, 1), dtype=np.uint8)
+    source = Source(images, np.repeat(np.arange(classes), per_class), name="synthetic")
+    strategy = tf.distribute.get_strategy()
+    model = metric_learning.build_model(config, source.image_shape)
+    dataset = metric_learning.make_train_dataset(config, source, strategy)
+    model.fit(dataset, epochs=1, steps_per_epoch=warmup, verbose=0)
+    start = time.perf_counter()
+    model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
+    seconds = time.perf_counter() - start
+    return {
+        "image_size": size,
+        "encoder": encoder,
+        "step_ms": round(1000 * seconds / steps, 1),
+        "images_per_second": round(steps * 128 / seconds, 1),
+        "parameters": int(model.count_params()),
+    }
+
+
+def run(sizes=None, steps: int = 40, warmup: int = 10) -> dict:
+    """Measures each (image size, encoder) and the peer in one process.
+
+    Args:
+      sizes: image sizes (default 32 and 48; the peer's 48 is always measured).
+      steps: timed steps per row.
+      warmup: untimed steps first (tracing, pipeline warm-up).
+
+    Returns:
+      dict with `rows` (each with `speedup_vs_peer`) and the peer's description.
+    """
+    sizes = sorted(set(sizes or (32, 48)) | {PEER[0]})
+    rows = [_measure(s, e, steps=steps, warmup=warmup) for s in sizes for e in ENCODERS]
+    peer = next(r for r in rows if (r["image_size"], r["encoder"]) == PEER)
+    for row in rows:
+        row["speedup_vs_peer"] = round(peer["step_ms"] / row["step_ms"], 2)
+    return {"rows": rows, "peer": f"{PEER[1]} at {PEER[0]}x{PEER[0]}", "batch": "32x4, augmented"}
+
+
+def format_table(result: dict) -> str:
+    """The rows as a fixed-width table."""
+    lines = [
+        f"{'size':>5} {'encoder':<11}{'step ms':>9}{'images/s':>10}{'params':>9}{'speed-up':>10}"
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"{row['image_size']:>5} {row['encoder']:<11}{row['step_ms']:>9}"
+            f"{row['images_per_second']:>10}{row['parameters']:>9}{row['speedup_vs_peer']:>10}"
+        )
+    lines.append(f"speed-up: over the peer, {result['peer']} ({result['batch']} P×K batches)")
+    return "\n".join(lines)
