@@ -1,8 +1,13 @@
-"""Workspace rules from DESIGN.md: only `siamese_tf` is installed; `datasets/` is not a package."""
+"""Workspace rules from DESIGN.md: only `siamese_tf` is installed; `datasets/` is not a package;
+recipe flagfiles parse."""
 
 import configparser
+import json
 import pathlib
+import subprocess
+import sys
 
+import pytest
 import setuptools
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -45,3 +50,24 @@ def test_library_never_imports_flags_or_upper_layers():
     for path in (ROOT / "trainers").rglob("*.py"):
         text = path.read_text()
         assert "from launch" not in text and "flags.DEFINE" not in text, path
+
+
+@pytest.mark.parametrize("flagfile", sorted((ROOT / "launch" / "configs").glob("*.flags")))
+def test_every_recipe_flagfile_parses_into_a_valid_config(flagfile):
+    code = (
+        "import json, sys; from absl import flags; import launch.train; from launch import common;"
+        "from trainers.config import TrainConfig;"
+        f"flags.FLAGS(['train', '--flagfile={flagfile}']);"
+        "print(common.dataclass_from_flags(TrainConfig).to_json())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = json.loads(result.stdout[result.stdout.index("{") :])
+    named = {
+        line.split("=", 1)[0][2:]
+        for line in flagfile.read_text().splitlines()
+        if line.startswith("--")
+    }
+    assert named <= set(config), f"{flagfile.name} sets flags that are not config fields"
