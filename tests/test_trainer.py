@@ -48,6 +48,9 @@ def test_pair_losses_train_end_to_end_and_learn(tmp_path, loss):
         config, str(tmp_path), tf.distribute.get_strategy(), verbose=0
     )
     assert report["test"]["auc"] > 0.9, report["test"]
+    epoch = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"loss", "positive_distance", "negative_distance", "val_auc"} <= set(epoch)
+    assert "active_triplet_fraction" not in epoch  # A P×K-only statistic.
     model = keras.models.load_model(tmp_path / "model.keras")
     assert (model.head is not None) == (loss == "bce")
     # Called on a pair batch, the model gives what the pair loss scored: distances (or

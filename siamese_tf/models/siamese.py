@@ -172,6 +172,9 @@ class SiameseModel(keras.Model):
         if "active_triplet_fraction" in stats:
             self.active_fraction_tracker.update_state(stats["active_triplet_fraction"])
         results = {m.name: m.result() for m in self.metrics}
+        if "active_triplet_fraction" not in stats:
+            # Pair batches have no triplets: a constant 0 in their logs would only mislead.
+            results.pop(self.active_fraction_tracker.name)
         if _is_multi_worker(tf.distribute.get_strategy()):
             # Keras reduces step outputs with strategy.reduce("MEAN", v, axis=0) under
             # MultiWorkerMirroredStrategy, which fails on scalars; metric results are already
