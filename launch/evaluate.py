@@ -6,10 +6,10 @@ oneshot (N-way k-shot episodes), retrieval (recall@k, precision@k, MAP@R), clust
 NMI / AMI) and omniglot_runs (Lake et al.'s 20 one-shot runs, `--runs_zip=.../all_runs.zip`).
 Each writes `DIR/eval/<protocol>.json` (`<protocol>_<split>.json` off the test split);
 `DIR/plots/*.png` get the ROC curve, the distance histograms and a 2-D embedding map;
-`--projector` writes TensorBoard projector files to
-`DIR/logs/projector/`. The data is rebuilt from `DIR/config.json` exactly as training split it;
-`--dataset=SPEC --split=all` scores every example of another dataset instead (e.g. Omniglot's
-evaluation alphabets, which training never saw).
+`--projector` writes TensorBoard projector files to `DIR/logs/projector/`. The data is rebuilt
+from `DIR/config.json` exactly as training split it; `--dataset=SPEC --split=all` scores every
+example of another dataset instead (e.g. Omniglot's evaluation alphabets, which training never
+saw).
 """
 
 from __future__ import annotations
