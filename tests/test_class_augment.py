@@ -38,6 +38,9 @@ def test_subset_of_turns_and_bad_input():
     out = rotated_classes(source, quarter_turns=(2,))
     assert len(out) == 2 * len(source)
     np.testing.assert_array_equal(out.images[len(source) :], source.images[:, ::-1, ::-1])
+    # More names than labels (unused trailing classes): rotated names still line up.
+    named = Source(source.images, source.labels, class_names=[f"c{i}" for i in range(7)])
+    assert rotated_classes(named).class_names[5 + 2] == "c2_rot90"
     with pytest.raises(InputError, match="distinct values"):
         rotated_classes(source, quarter_turns=(1, 1))
     with pytest.raises(InputError, match="distinct values"):

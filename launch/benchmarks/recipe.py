@@ -45,7 +45,9 @@ def _measure(size: int, encoder: str, *, steps: int, warmup: int) -> dict:
         "image_size": size,
         "encoder": encoder,
         "step_ms": round(1000 * seconds / steps, 1),
-        "images_per_second": round(steps * 128 / seconds, 1),
+        "images_per_second": round(
+            steps * config.classes_per_batch * config.samples_per_class / seconds, 1
+        ),
         "parameters": int(model.count_params()),
     }
 

@@ -55,10 +55,10 @@ def rotated_classes(
     labels = [source.labels] + [source.labels + k * offset for k in turns]
     class_names = None
     if source.class_names is not None:
-        names = list(source.class_names) + [""] * max(0, offset - len(source.class_names))
-        class_names = tuple(names) + tuple(
-            f"{name}_rot{90 * k}" for k in turns for name in names[:offset]
-        )
+        # Exactly `offset` upright names (labels are < offset), so label c + k·offset indexes
+        # the rotated copy of name c.
+        names = (list(source.class_names) + [""] * offset)[:offset]
+        class_names = tuple(names) + tuple(f"{name}_rot{90 * k}" for k in turns for name in names)
     return Source(
         images=np.ascontiguousarray(np.concatenate(images)),
         labels=np.concatenate(labels),
