@@ -19,7 +19,7 @@ from siamese_tf.data.one_shot_runs import read_omniglot_runs
 from siamese_tf.errors import InputError
 from siamese_tf.evaluation import retrieval
 from siamese_tf.inference import embed
-from trainers import evaluation
+from trainers import eval_protocols, evaluation
 from trainers.config import TrainConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -260,7 +260,7 @@ def test_pair_head_models_score_episodes_with_their_own_distance(monkeypatch):
     support = rng.normal(size=(7, 4, 3, 5))
     query = rng.normal(size=(7, 8, 5))
     targets = rng.integers(0, 4, size=(7, 8))
-    monkeypatch.setattr(evaluation, "_MAX_HEAD_PAIRS", 2 * 8 * 4 * 3)  # Chunks of 2 episodes.
-    got = evaluation._episode_accuracies(HeadModel(), support, query, targets)
+    monkeypatch.setattr(eval_protocols, "_MAX_HEAD_PAIRS", 2 * 8 * 4 * 3)  # Chunks of 2 episodes.
+    got = eval_protocols.episode_accuracies(HeadModel(), support, query, targets)
     expected = retrieval.episode_accuracies(support, query, targets, metric="euclidean")
     np.testing.assert_allclose(got, expected)

@@ -16,7 +16,9 @@ from siamese_tf.data.sources import folder_stream
 from siamese_tf.errors import InputError
 from siamese_tf.evaluation import clustering as eval_clustering
 from siamese_tf.inference import embed
-from trainers.evaluation import IMAGE_SUFFIXES, Run, _check_finite, model_distances
+from trainers.finished_run import Run, check_finite, model_distances
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 # ------------------------------------------------------------------------------------------------
 # Predictions on image files.
@@ -61,7 +63,7 @@ def predict_pair(run: Run, path_a: str, path_b: str, threshold: float | None = N
     threshold = run.require_threshold(threshold)
     images = read_image_files([path_a, path_b], run.image_shape)
     emb = embed(run.model, images)
-    _check_finite(emb, "these images")
+    check_finite(emb, "these images")
     distance = float(model_distances(run.model, emb[:1], emb[1:])[0])
     return {"same": distance <= threshold, "distance": distance, "threshold": threshold}
 
@@ -78,7 +80,7 @@ def _gallery(run: Run, gallery_dir: str, batch_size: int):
         names += list(chunk_names)
     images = decode_encoded_images(items, run.image_shape, names)
     emb = embed(run.model, images, batch_size)
-    _check_finite(emb, f"the gallery {gallery_dir}")
+    check_finite(emb, f"the gallery {gallery_dir}")
     return emb, np.concatenate(labels), stream.class_names
 
 
@@ -114,7 +116,7 @@ def match_gallery(
     batch = batch_size or run.config.eval_batch_size
     emb_gallery, labels, class_names = _gallery(run, gallery_dir, batch)
     emb_queries = embed(run.model, queries, batch)
-    _check_finite(emb_queries, "the query images")
+    check_finite(emb_queries, "the query images")
     results = []
     for path, query in zip(query_paths, emb_queries, strict=True):
         tiled = np.broadcast_to(query, emb_gallery.shape)
@@ -181,7 +183,7 @@ def cluster_folder(
         raise InputError(f"--k must be in [1, {len(files)}] (the number of images), got {k}")
     images = read_image_files(files, run.image_shape)
     emb = embed(run.model, images, batch_size or run.config.eval_batch_size)
-    _check_finite(emb, f"the images under {folder}")
+    check_finite(emb, f"the images under {folder}")
     clusters = eval_clustering.cluster_embeddings(
         emb, int(k), seed=run.config.seed if seed is None else seed
     )
