@@ -65,6 +65,10 @@ def test_split_is_stratified_and_seeded():
     np.testing.assert_array_equal(data.splits.test, again.splits.test)
     assert set(np.unique(data.calibration.labels)) == set(range(10))
     assert not set(data.splits.train) & set(data.splits.test)
+    # Evaluation rebuilds the split from the saved config through the same method.
+    np.testing.assert_array_equal(
+        TrainConfig(**TINY).split(data.source.labels).test, data.splits.test
+    )
 
 
 @pytest.mark.parametrize(

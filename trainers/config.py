@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from siamese_tf.data import Splits, split_indices
 from siamese_tf.errors import InputError
 
 LR_SCHEDULES = ("constant", "cosine", "step")
@@ -92,6 +93,22 @@ class TrainConfig:
         """Steps of the whole run: epochs × steps_per_epoch, capped by max_steps when set."""
         total = self.epochs * self.steps_per_epoch
         return min(total, self.max_steps) if self.max_steps else total
+
+    def split(self, labels) -> Splits:
+        """Train / calibration / test rows of a dataset with these labels, as this run splits it.
+
+        The one place the split is drawn, so evaluation rebuilds exactly what training used.
+
+        Raises:
+          InputError: see `siamese_tf.data.split_indices`.
+        """
+        return split_indices(
+            labels,
+            calibration_fraction=self.calibration_fraction,
+            test_fraction=self.test_fraction,
+            seed=self.seed,
+            split_by=self.split_by,
+        )
 
     @classmethod
     def field_names(cls) -> tuple:

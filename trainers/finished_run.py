@@ -21,7 +21,7 @@ import tensorflow as tf
 # Imported for their side effect too: they register the serializable layers load_model needs.
 import siamese_tf.heads  # noqa: F401
 import siamese_tf.models  # noqa: F401
-from siamese_tf.data import load_source, split_indices
+from siamese_tf.data import load_source
 from siamese_tf.errors import InputError
 from siamese_tf.export import model_image_shape
 from siamese_tf.models import UNCALIBRATED
@@ -202,13 +202,7 @@ def load_split(
         )
     if split == "all":
         return SplitData(split, source.decoded_images(), source.labels, source.class_names)
-    splits = split_indices(
-        source.labels,
-        calibration_fraction=config.calibration_fraction,
-        test_fraction=config.test_fraction,
-        seed=config.seed,
-        split_by=config.split_by,
-    )
+    splits = config.split(source.labels)
     if run.split_sizes is not None and splits.sizes() != run.split_sizes:
         raise InputError(
             f"dataset {config.dataset!r} no longer splits as it did in training "

@@ -23,7 +23,6 @@ from siamese_tf.data import (
     fixed_pairs,
     load_source,
     pk_batches,
-    split_indices,
 )
 from siamese_tf.data.augment import augment_by_step, random_affine
 from siamese_tf.data.class_augment import rotated_classes
@@ -75,13 +74,7 @@ def prepare_data(config: TrainConfig) -> PreparedData:
         manual_dir=config.manual_dir,
         data_dir=config.data_dir,
     )
-    splits = split_indices(
-        source.labels,
-        calibration_fraction=config.calibration_fraction,
-        test_fraction=config.test_fraction,
-        seed=config.seed,
-        split_by=config.split_by,
-    )
+    splits = config.split(source.labels)
     train = source.take(splits.train)
     if config.rotate_classes:
         # Training classes only: calibration and test classes stay upright.
