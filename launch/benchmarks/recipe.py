@@ -60,7 +60,7 @@ def run(sizes=None, steps: int = 20, warmup: int = 10, repeats: int = 3) -> dict
 
     The timed windows are interleaved (round r times every row once), so a slow spell of the
     machine hits the peer and the candidates alike; each row reports the median window and
-    the spread, since one window at a size can be off by 2x here (oneDNN, shared cores).
+    the spread, since one window can be off by 2x on this 2-core VM (cause not found).
 
     Args:
       sizes: image sizes (default 32 and 48; the peer's 48 is always measured).
