@@ -1,10 +1,10 @@
-"""Tests of siamese_tf.evaluation.retrieval and .clustering: hand examples and brute force."""
+"""Tests of siamese_tf.evaluation.retrieval, .oneshot and .clustering: by hand and brute force."""
 
 import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
 
-from siamese_tf.evaluation import clustering, retrieval
+from siamese_tf.evaluation import clustering, oneshot, retrieval
 from siamese_tf.evaluation import retrieval as r
 
 
@@ -148,7 +148,9 @@ def test_retrieval_bad_input():
 def test_sample_episodes_structure_and_determinism():
     labels = np.repeat(np.arange(8), 4)
     labels = np.r_[labels, [8, 9]]  # two classes too small to serve
-    episodes = r.sample_episodes(labels, n_way=5, k_shot=2, num_queries=2, num_episodes=30, seed=3)
+    episodes = oneshot.sample_episodes(
+        labels, n_way=5, k_shot=2, num_queries=2, num_episodes=30, seed=3
+    )
     assert episodes.support.shape == (30, 5, 2)
     assert episodes.query.shape == episodes.query_targets.shape == (30, 10)
     assert len(episodes) == 30
@@ -162,19 +164,19 @@ def test_sample_episodes_structure_and_determinism():
         np.testing.assert_array_equal(
             labels[episodes.query[e]], episodes.classes[e][episodes.query_targets[e]]
         )
-    again = r.sample_episodes(labels, 5, 2, 2, 30, seed=3)
+    again = oneshot.sample_episodes(labels, 5, 2, 2, 30, seed=3)
     np.testing.assert_array_equal(again.support, episodes.support)
     np.testing.assert_array_equal(again.query, episodes.query)
-    other = r.sample_episodes(labels, 5, 2, 2, 30, seed=4)
+    other = oneshot.sample_episodes(labels, 5, 2, 2, 30, seed=4)
     assert not np.array_equal(other.support, episodes.support)
 
 
 def test_sample_episodes_errors():
     labels = np.array([0, 0, 1, 1, 2])
     with pytest.raises(ValueError, match="need 3 classes with at least 2 examples; only 2 of 3"):
-        r.sample_episodes(labels, n_way=3, k_shot=1)
+        oneshot.sample_episodes(labels, n_way=3, k_shot=1)
     with pytest.raises(ValueError, match="n_way must be a positive integer"):
-        r.sample_episodes(labels, n_way=0)
+        oneshot.sample_episodes(labels, n_way=0)
 
 
 def test_one_shot_accuracy_hand_example():
@@ -183,8 +185,8 @@ def test_one_shot_accuracy_hand_example():
     support = np.array([[[[0.0]], [[10.0]]]])
     queries = np.array([[[1.0], [9.0], [4.0]]])
     targets = np.array([[0, 1, 1]])
-    assert r.one_shot_accuracy(support, queries, targets) == pytest.approx(2 / 3)
-    np.testing.assert_allclose(r.episode_accuracies(support, queries, targets), [2 / 3])
+    assert oneshot.one_shot_accuracy(support, queries, targets) == pytest.approx(2 / 3)
+    np.testing.assert_allclose(oneshot.episode_accuracies(support, queries, targets), [2 / 3])
 
 
 def test_k_shot_reductions_hand_example():
@@ -194,17 +196,19 @@ def test_k_shot_reductions_hand_example():
     target = np.array([[0]])
     # mean: class 0 (1 + 9) / 2 = 5 vs class 1 3 -> wrong; min: 1 vs 3 -> right;
     # centroid: |1 - 5| = 4 vs 3 -> wrong.
-    assert r.n_way_k_shot_accuracy(support, query, target, reduction="mean") == 0.0
-    assert r.n_way_k_shot_accuracy(support, query, target, reduction="min") == 1.0
-    assert r.n_way_k_shot_accuracy(support, query, target, reduction="centroid") == 0.0
+    assert oneshot.n_way_k_shot_accuracy(support, query, target, reduction="mean") == 0.0
+    assert oneshot.n_way_k_shot_accuracy(support, query, target, reduction="min") == 1.0
+    assert oneshot.n_way_k_shot_accuracy(support, query, target, reduction="centroid") == 0.0
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
 @pytest.mark.parametrize("reduction", ["mean", "min", "centroid"])
 def test_n_way_k_shot_matches_brute_force(metric, reduction):
     x, labels = random_embeddings(n=200, dim=5, classes=10, seed=6)
-    episodes = r.sample_episodes(labels, n_way=5, k_shot=3, num_queries=2, num_episodes=20, seed=1)
-    accuracies = r.episode_accuracies(
+    episodes = oneshot.sample_episodes(
+        labels, n_way=5, k_shot=3, num_queries=2, num_episodes=20, seed=1
+    )
+    accuracies = oneshot.episode_accuracies(
         x[episodes.support],
         x[episodes.query],
         episodes.query_targets,
@@ -242,15 +246,15 @@ def test_n_way_k_shot_bad_input():
     queries = np.zeros((2, 5, 4))
     targets = np.zeros((2, 5), np.int64)
     with pytest.raises(ValueError, match="do not match"):
-        r.n_way_k_shot_accuracy(support, queries[:1], targets[:1])
+        oneshot.n_way_k_shot_accuracy(support, queries[:1], targets[:1])
     with pytest.raises(ValueError, match=r"integers in \[0, 2\]"):
-        r.n_way_k_shot_accuracy(support, queries, targets + 3)
+        oneshot.n_way_k_shot_accuracy(support, queries, targets + 3)
     with pytest.raises(ValueError, match="query_targets must have shape"):
-        r.n_way_k_shot_accuracy(support, queries, targets[:, :2])
+        oneshot.n_way_k_shot_accuracy(support, queries, targets[:, :2])
     with pytest.raises(ValueError, match="unknown reduction"):
-        r.n_way_k_shot_accuracy(support, queries, targets, reduction="max")
+        oneshot.n_way_k_shot_accuracy(support, queries, targets, reduction="max")
     with pytest.raises(ValueError, match=r"\[E, N, 1, D\]"):
-        r.one_shot_accuracy(np.zeros((2, 3, 2, 4)), queries, targets)
+        oneshot.one_shot_accuracy(np.zeros((2, 3, 2, 4)), queries, targets)
 
 
 def test_clustering_perfect_on_separated_blobs():

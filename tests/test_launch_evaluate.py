@@ -17,7 +17,7 @@ import tensorflow as tf
 from siamese_tf.data.images import decode_encoded_images
 from siamese_tf.data.one_shot_runs import read_omniglot_runs
 from siamese_tf.errors import InputError
-from siamese_tf.evaluation import retrieval
+from siamese_tf.evaluation import oneshot, retrieval
 from siamese_tf.inference import embed
 from trainers import eval_protocols, evaluation
 from trainers.config import TrainConfig
@@ -262,5 +262,5 @@ def test_pair_head_models_score_episodes_with_their_own_distance(monkeypatch):
     targets = rng.integers(0, 4, size=(7, 8))
     monkeypatch.setattr(eval_protocols, "_MAX_HEAD_PAIRS", 2 * 8 * 4 * 3)  # Chunks of 2 episodes.
     got = eval_protocols.episode_accuracies(HeadModel(), support, query, targets)
-    expected = retrieval.episode_accuracies(support, query, targets, metric="euclidean")
+    expected = oneshot.episode_accuracies(support, query, targets, metric="euclidean")
     np.testing.assert_allclose(got, expected)

@@ -28,6 +28,7 @@ from siamese_tf.data.one_shot_runs import read_omniglot_runs
 from siamese_tf.errors import InputError
 from siamese_tf.evaluation import clustering as eval_clustering
 from siamese_tf.evaluation import metrics as eval_metrics
+from siamese_tf.evaluation import oneshot as eval_oneshot
 from siamese_tf.evaluation import retrieval as eval_retrieval
 from siamese_tf.inference import embed
 from trainers.finished_run import (
@@ -139,12 +140,12 @@ def _retrieval_metric(model) -> str:
 def episode_accuracies(model, support, query, targets) -> np.ndarray:
     """Per-episode accuracy: each query gets the class of the closest support (mean over k).
 
-    Embedding models use `siamese_tf.evaluation.retrieval.episode_accuracies` with the metric
+    Embedding models use `siamese_tf.evaluation.oneshot.episode_accuracies` with the metric
     that ranks like theirs; a pair-head model has no embedding metric, so its own distances
     (1 - p(same)) are computed for every (query, support) pair and reduced the same way.
     """
     if getattr(model, "head", None) is None:
-        return eval_retrieval.episode_accuracies(
+        return eval_oneshot.episode_accuracies(
             support, query, targets, metric=_retrieval_metric(model)
         )
     e, n, k, d = support.shape

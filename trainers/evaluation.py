@@ -22,10 +22,7 @@ from siamese_tf import embedding_map, plots
 from siamese_tf.errors import InputError
 from siamese_tf.inference import embed
 from trainers import workdir as wd
-
-# Re-exported: the names callers of `evaluate` need (options, run loading, protocol names).
-from trainers.eval_protocols import (  # noqa: F401
-    PROTOCOLS,
+from trainers.eval_protocols import (
     EvalOptions,
     clustering_protocol,
     omniglot_runs_protocol,
@@ -33,7 +30,7 @@ from trainers.eval_protocols import (  # noqa: F401
     retrieval_protocol,
     verification_protocol,
 )
-from trainers.finished_run import SPLITS, check_finite, load_run, load_split  # noqa: F401
+from trainers.finished_run import check_finite, load_run, load_split
 
 EVAL_DIR = "eval"
 PLOTS_DIR = "plots"
@@ -66,7 +63,7 @@ def evaluate(workdir: str, protocols, options: EvalOptions | None = None) -> dic
 
     Args:
       workdir: the run directory.
-      protocols: protocol names (a str, or a sequence), from `PROTOCOLS`.
+      protocols: protocol names (a str, or a sequence), from `eval_protocols.PROTOCOLS`.
       options: `EvalOptions`; defaults when None.
 
     Returns:

@@ -1,6 +1,6 @@
 """N-way k-shot episodes of a source, for one-shot evaluation (host side, numpy).
 
-The sampler itself is `siamese_tf.evaluation.retrieval.sample_episodes` (seeded, classes with
+The sampler itself is `siamese_tf.evaluation.oneshot.sample_episodes` (seeded, classes with
 too few examples never drawn); this module lets it take a `Source`, reports bad sizes as
 `InputError`, and lists the rows an evaluation must embed, so each image is embedded once.
 """
@@ -12,8 +12,8 @@ import numpy as np
 from siamese_tf.data.class_index import as_int_labels
 from siamese_tf.data.sources import Source
 from siamese_tf.errors import InputError
-from siamese_tf.evaluation.retrieval import Episodes
-from siamese_tf.evaluation.retrieval import sample_episodes as _sample_episodes
+from siamese_tf.evaluation.oneshot import Episodes
+from siamese_tf.evaluation.oneshot import sample_episodes as _sample_episodes
 
 
 def source_episodes(

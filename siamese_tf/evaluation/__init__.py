@@ -1,7 +1,8 @@
 """Evaluation: pure numpy / scikit-learn metrics of distances and embeddings (no TensorFlow).
 
 - `metrics`: verification of pair distances (ROC, AUC, EER, threshold rules, bootstrap CIs).
-- `retrieval`: 1-NN, recall@k, precision@k, MAP@R and N-way k-shot episodes.
+- `retrieval`: 1-NN, recall@k, precision@k and MAP@R.
+- `oneshot`: N-way k-shot episodes and their accuracy.
 - `clustering`: k-means scored by NMI and AMI.
 """
 
@@ -25,16 +26,18 @@ from siamese_tf.evaluation.metrics import (
     threshold_youden,
     verification_report,
 )
-from siamese_tf.evaluation.retrieval import (
+from siamese_tf.evaluation.oneshot import (
     Episodes,
     episode_accuracies,
-    map_at_r,
     n_way_k_shot_accuracy,
-    nearest_neighbour_accuracy,
     one_shot_accuracy,
+    sample_episodes,
+)
+from siamese_tf.evaluation.retrieval import (
+    map_at_r,
+    nearest_neighbour_accuracy,
     precision_at_k,
     recall_at_k,
-    sample_episodes,
 )
 
 __all__ = [
