@@ -13,7 +13,52 @@ LR_SCHEDULES = ("constant", "cosine", "step")
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Hyperparameters of a metric-learning run. Defaults give the embedded digits job."""
+    """Hyperparameters of a metric-learning run. Defaults give the embedded digits job.
+
+    Each entry below is the one description of a setting: `launch.train --help` prints it.
+
+    Attributes:
+      dataset: what to train on: `digits` (scikit-learn's bundled 8x8 digits), `mnist:DIR` (IDX
+        files), `npz:PATH` (arrays `images`, `labels`), `folder:PATH` (one sub-folder per class),
+        `tfds:NAME[:SPLIT]`, `tfrecord:DIR` (from `launch.prepare`).
+      manual_dir: where a TFDS builder finds the files you downloaded yourself.
+      data_dir: where TFDS keeps prepared datasets.
+      image_size: resize images to SxS pixels; 0 keeps the native size.
+      split_by: `example` (calibration and test hold other images of the training classes) or
+        `class` (they hold classes training never sees: the open-set protocol).
+      calibration_fraction: share of the data (examples or classes) held out to calibrate the
+        threshold and select the model.
+      test_fraction: share of the data (examples or classes) held out for the final report.
+      encoder: `conv_small`, `conv4` (conv4-64, global average pooling) or `conv4_flat` (conv4-64,
+        last feature map flattened).
+      embedding_dim: size of the L2-normalised embedding.
+      loss: `triplet_semihard`, `triplet_hard`, `triplet_batch_all` (P×K batches), `contrastive`
+        or `bce` (balanced pair batches; `bce` adds a dense head on |a - b|).
+      margin: the loss margin.
+      distance_metric: `L2`, `squared-L2` or `angular`.
+      classes_per_batch: P, the classes of a P×K batch (pair losses: P·K pairs per batch).
+      samples_per_class: K, the examples per class of a P×K batch.
+      class_weighting: how classes are drawn: `uniform` or `proportional` to their size.
+      augment: stateless random affine distortions, seeded by the step.
+      rotate_classes: each training class turned by 90, 180 and 270 degrees becomes 3 new classes.
+      learning_rate: Adam's (peak) learning rate.
+      lr_schedule: `constant`, `cosine` (to 0 over the run) or `step` (/10 at 50% and 75%).
+      epochs: epochs of the run.
+      steps_per_epoch: training steps per epoch (the threshold is calibrated after each).
+      max_steps: stop after this many steps in all; 0: epochs x steps_per_epoch.
+      seed: the one seed of the run: split, sampling, augmentation, initialisation.
+      deterministic: TensorFlow op determinism (bit-identical runs and resumes).
+      mixed_precision: float16 compute (float32 distances and mining); for GPUs.
+      jit_compile: compile the train step with XLA.
+      cross_replica_mining: mine over the global batch (all-gathered) instead of each replica's.
+      save_every_steps: steps between backups; 0: only at epoch ends and on preemption.
+      keep_checkpoints: epoch-end checkpoints kept.
+      calibration_pairs: pairs drawn from the calibration split to set the threshold.
+      test_pairs: pairs drawn from the test split for the final report.
+      threshold_rule: how the threshold is chosen on the ROC curve: `eer`, `max_accuracy`,
+        `youden` or `far=X` (e.g. `far=1e-3`).
+      eval_batch_size: batch size when embedding calibration, test and gallery images.
+    """
 
     dataset: str = "digits"
     manual_dir: str = ""
