@@ -1,4 +1,9 @@
-"""Embedding and pair distances on the host, for callbacks, reports and tools."""
+"""Embedding and pair distances on the host, for callbacks, reports and tools.
+
+Every function takes images as an array or as a `Source`; a `Source` is read and decoded a
+bounded batch at a time (from memory or a prepared store), so embedding a split of any size
+costs the memory of a few batches plus its embeddings.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import weakref
 
 import numpy as np
 import tensorflow as tf
+
+from siamese_tf.data.source import Source
 
 
 def embed(model, images, batch_size: int = 512) -> np.ndarray:
@@ -17,21 +24,61 @@ def embed(model, images, batch_size: int = 512) -> np.ndarray:
 
     Args:
       model: a `SiameseModel` (or any model mapping images to embeddings).
-      images: array [N, H, W, C].
-      batch_size: images per predict batch.
+      images: uint8 array [N, H, W, C], or a `Source` (read batch by batch).
+      batch_size: images per forward pass.
 
     Returns:
       float32 embeddings [N, D].
     """
-    images = np.asarray(images)
-    if images.shape[0] == 0:
-        return np.zeros((0, model.output_shape[-1]), np.float32)
     forward = _forward_fn(model)
-    chunks = [
-        forward(tf.constant(images[i : i + batch_size]))
-        for i in range(0, images.shape[0], batch_size)
-    ]
-    return np.concatenate([np.asarray(c, np.float32) for c in chunks])
+    chunks = [np.asarray(forward(tf.constant(b)), np.float32) for b in _batches(images, batch_size)]
+    if not chunks:
+        return np.zeros((0, model.output_shape[-1]), np.float32)
+    return np.concatenate(chunks)
+
+
+def _batches(images, batch_size: int):
+    """Decoded image batches of an array or a `Source`."""
+    if isinstance(images, Source):
+        yield from images.decoded_batches(batch_size=batch_size)
+        return
+    images = np.asarray(images)
+    for i in range(0, images.shape[0], batch_size):
+        yield images[i : i + batch_size]
+
+
+def nearest_gallery_labels(model, query_embeddings, gallery, batch_size: int = 512) -> np.ndarray:
+    """The label of each query's nearest (Euclidean) gallery example, the gallery streamed.
+
+    The gallery is embedded one batch at a time and only each query's best match is kept, so
+    memory is the queries' embeddings plus one batch, whatever the gallery's size. Ties go to
+    the first gallery example, as `argmin` over the whole gallery would.
+
+    Args:
+      model: a `SiameseModel`.
+      query_embeddings: float32 [Q, D].
+      gallery: a `Source` (its labels are returned).
+      batch_size: gallery images per forward pass.
+
+    Returns:
+      int64 [Q] labels.
+    """
+    queries = np.asarray(query_embeddings, np.float32)
+    best = np.full(queries.shape[0], np.inf)
+    labels = np.full(queries.shape[0], -1, np.int64)
+    forward = _forward_fn(model)
+    squared_queries = np.sum(queries * queries, axis=1, keepdims=True)
+    start = 0
+    for batch in gallery.decoded_batches(batch_size=batch_size):
+        emb = np.asarray(forward(tf.constant(batch)), np.float32)
+        distances = squared_queries - 2.0 * queries @ emb.T + np.sum(emb * emb, axis=1)[None, :]
+        nearest = np.argmin(distances, axis=1)
+        closest = distances[np.arange(queries.shape[0]), nearest]
+        better = closest < best
+        best[better] = closest[better]
+        labels[better] = gallery.labels[start + nearest[better]]
+        start += emb.shape[0]
+    return labels
 
 
 _FORWARD = weakref.WeakKeyDictionary()
@@ -49,15 +96,17 @@ def pair_set_distances(model, images, pairs, batch_size: int = 512) -> np.ndarra
 
     Args:
       model: a `SiameseModel`.
-      images: the split's images [N, ...]; `pairs` index into them.
+      images: the split's images, uint8 [N, H, W, C] or a `Source`; `pairs` index into them.
+        Only the rows the pairs use are read and embedded.
       pairs: a `siamese_tf.data.PairSet`.
-      batch_size: images per predict batch.
+      batch_size: images per forward pass.
 
     Returns:
       float32 distances [len(pairs)].
     """
     used = np.unique(np.concatenate([pairs.a, pairs.b]))
-    embeddings = embed(model, images[used], batch_size)
+    used_images = images.take(used) if isinstance(images, Source) else np.asarray(images)[used]
+    embeddings = embed(model, used_images, batch_size)
     position = np.searchsorted(used, np.stack([pairs.a, pairs.b]))
     emb_a = tf.constant(embeddings[position[0]])
     emb_b = tf.constant(embeddings[position[1]])

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from siamese_tf.data import Source, class_shard_pk_batches, pk_batches, write_class_shards
+from siamese_tf.data import open_stream, pk_batches, write_store
+from siamese_tf.data.sources import load_source
 from siamese_tf.distribute import distribute_pk_dataset
 from siamese_tf.errors import InputError
 
@@ -72,27 +73,44 @@ def test_resume_from_step_s_replays_the_same_batches(strategy):
             np.testing.assert_array_equal(ya, yb)
 
 
-def test_streaming_reader_distributes_the_same_way(strategy, tmp_path):
+def test_prepared_store_distributes_the_same_way(strategy, tmp_path):
+    """Per-replica pipelines read from a prepared store give the in-memory batches exactly."""
     images = np.zeros((LABELS.size, 2, 2, 1), np.uint8)
     images[:, 0, 0, 0] = np.arange(LABELS.size)
-    write_class_shards(Source(images, LABELS, "rows"), tmp_path / "shards", shard_size=2)
+    np.savez(tmp_path / "rows.npz", images=images, labels=LABELS)
+    write_store(open_stream(f"npz:{tmp_path / 'rows.npz'}"), str(tmp_path / "store"))
+    store = load_source(f"prepared:{tmp_path / 'store'}")
+    assert not store.in_memory
 
-    def make(classes_per_replica, stream, start_element):
-        return class_shard_pk_batches(
-            tmp_path / "shards",
-            classes_per_batch=classes_per_replica,
-            samples_per_class=K,
-            seed=2,
-            stream=stream,
-            start_step=start_element,
-        )
+    def make_from(source):
+        def make(classes_per_replica, stream, start_element):
+            return pk_batches(
+                source,
+                classes_per_batch=classes_per_replica,
+                samples_per_class=K,
+                seed=2,
+                stream=stream,
+                start_step=start_element,
+            )
 
-    full = global_steps(strategy, distribute_pk_dataset(strategy, make, 4), 3)
-    resumed = global_steps(strategy, distribute_pk_dataset(strategy, make, 4, start_step=1), 2)
-    for a, b in zip(full[1:], resumed, strict=True):
+        return make
+
+    from_store = global_steps(strategy, distribute_pk_dataset(strategy, make_from(store), 4), 3)
+    in_memory = load_source(f"npz:{tmp_path / 'rows.npz'}")
+    from_memory = global_steps(
+        strategy, distribute_pk_dataset(strategy, make_from(in_memory), 4), 3
+    )
+    resumed = global_steps(
+        strategy, distribute_pk_dataset(strategy, make_from(store), 4, start_step=1), 2
+    )
+    for a, b in zip(from_store, from_memory, strict=True):
+        for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+            np.testing.assert_array_equal(xa, xb)
+            np.testing.assert_array_equal(ya, yb)
+    for a, b in zip(from_store[1:], resumed, strict=True):
         for (xa, _), (xb, _) in zip(a, b, strict=True):
             np.testing.assert_array_equal(xa, xb)
-    for replicas in full:
+    for replicas in from_store:
         for x, y in replicas:
             np.testing.assert_array_equal(LABELS[x[:, 0, 0, 0]], y)
             assert len(set(y)) == 2

@@ -1,4 +1,4 @@
-"""`python -m launch.prepare`: writes class shards; bad input is one error line and exit 2."""
+"""`python -m launch.prepare`: writes a prepared store; bad input is one error line and exit 2."""
 
 import io
 import json
@@ -41,16 +41,27 @@ def error_lines(stderr):
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
 
-def test_cli_writes_class_shards(tmp_path):
+def test_cli_writes_a_store(tmp_path):
     write_images(tmp_path / "img")
     result = run_prepare(
-        f"--dataset=folder:{tmp_path / 'img'}", f"--out={tmp_path / 'out'}", "--shard_size=3"
+        f"--dataset=folder:{tmp_path / 'img'}", f"--out={tmp_path / 'out'}", "--shard_mb=1"
     )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout.split("summary: ", 1)[1].splitlines()[0])
-    assert summary["examples"] == 12 and summary["classes"] == 3 and summary["shards"] == 6
-    index = json.loads((tmp_path / "out" / "index.json").read_text())
-    assert index["class_names"] == ["c0", "c1", "c2"]
+    assert summary["examples"] == 12 and summary["classes"] == 3 and summary["shards"] == 1
+    assert summary["train_with"] == f"--dataset=prepared:{tmp_path / 'out'}"
+    meta = json.loads((tmp_path / "out" / "store.json").read_text())
+    assert meta["class_names"] == ["c0", "c1", "c2"] and meta["encoded"]
+
+
+def test_cli_refuses_a_store_as_input_and_a_busy_output(tmp_path):
+    write_images(tmp_path / "img")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("not a store")
+    result = run_prepare(f"--dataset=folder:{tmp_path / 'img'}", f"--out={tmp_path / 'busy'}")
+    assert result.returncode == 2 and "is not empty" in error_lines(result.stderr)[0]
+    result = run_prepare(f"--dataset=prepared:{tmp_path / 'x'}", f"--out={tmp_path / 'y'}")
+    assert result.returncode == 2 and "already prepared" in error_lines(result.stderr)[0]
 
 
 def test_cli_undecodable_image_is_one_line_exit_2_and_no_output(tmp_path):

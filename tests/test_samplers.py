@@ -9,8 +9,8 @@ from siamese_tf.data import (
     pair_indices,
     pk_batches,
     pk_indices,
-    samplers,
 )
+from siamese_tf.data.sampling import rows as samplers
 from siamese_tf.errors import InputError
 
 # Class sizes 1..12 plus a large class: small classes exercise sampling with replacement and the

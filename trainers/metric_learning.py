@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -26,12 +27,12 @@ from siamese_tf.data import (
 )
 from siamese_tf.data.augment import augment_by_step, random_affine
 from siamese_tf.data.class_augment import rotated_classes
+from siamese_tf.data.store import store_error_from
 from siamese_tf.distribute import classes_per_replica, distribute_pk_dataset, is_chief
 from siamese_tf.errors import InputError
 from siamese_tf.evaluation import metrics as eval_metrics
-from siamese_tf.evaluation.retrieval import nearest_neighbour_accuracy
 from siamese_tf.heads import PairClassifierHead
-from siamese_tf.inference import embed, pair_set_distances
+from siamese_tf.inference import embed, nearest_gallery_labels, pair_set_distances
 from siamese_tf.models import UNCALIBRATED, SiameseModel, build_encoder
 from trainers import workdir as wd
 from trainers.config import TrainConfig
@@ -168,20 +169,30 @@ def make_train_dataset(config: TrainConfig, train: Source, strategy, start_step:
     return distribute_pk_dataset(strategy, make, config.classes_per_batch, start_step)
 
 
+# 1-NN accuracy is measured on at most this many test examples (evenly spaced rows), each
+# against the whole training gallery, streamed: memory stays bounded for a split of any size.
+ONE_NN_MAX_QUERIES = 10_000
+
+
 def evaluate_test(model: SiameseModel, config: TrainConfig, data: PreparedData) -> dict:
-    """The final report on the test split at the calibrated threshold (never tuned on test)."""
+    """The final report on the test split at the calibrated threshold (never tuned on test).
+
+    Images are read a bounded batch at a time (from memory or a prepared store): only the rows
+    the test pairs use, the 1-NN queries, and the training gallery streamed once.
+    """
     pairs = fixed_pairs(data.test.labels, config.test_pairs, seed=config.seed + 2)
-    test_images = data.test.decoded_images()
-    distances = pair_set_distances(model, test_images, pairs, config.eval_batch_size)
+    distances = pair_set_distances(model, data.test, pairs, config.eval_batch_size)
     threshold = float(model.threshold.numpy())
     report = {"test": eval_metrics.verification_report(distances, pairs.same, threshold)}
     if config.split_by == "example":
-        report["one_nn_accuracy"] = nearest_neighbour_accuracy(
-            embed(model, test_images, config.eval_batch_size),
-            data.test.labels,
-            embed(model, data.train.decoded_images(), config.eval_batch_size),
-            data.train.labels,
+        rows = np.unique(
+            np.linspace(0, len(data.test) - 1, min(len(data.test), ONE_NN_MAX_QUERIES)).astype(int)
         )
+        queries = data.test.take(rows)
+        nearest = nearest_gallery_labels(
+            model, embed(model, queries, config.eval_batch_size), data.train, config.eval_batch_size
+        )
+        report["one_nn_accuracy"] = float(np.mean(nearest == queries.labels))
     else:
         # Open set: test classes are absent from the training gallery, so 1-NN against it is
         # meaningless; the one-shot protocols of `launch.evaluate` measure this case.
@@ -195,6 +206,20 @@ def weights_digest(model) -> str:
     for weight in model.weights:
         digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _store_errors_as_input_errors():
+    """A bad record of a prepared store, met in the input pipeline or an evaluation read,
+    becomes its one-line `StoreError` (it names the record and class). Nothing is saved on the
+    way out: the error leaves `fit` before any checkpoint callback runs again."""
+    try:
+        yield
+    except tf.errors.OpError as err:
+        store_error = store_error_from(err)
+        if store_error is None:
+            raise
+        raise store_error from None
 
 
 class Preempted(Exception):
@@ -247,9 +272,10 @@ def train_and_evaluate(
             model = build_model(config, data.source.image_shape)
             model.prebuild(_per_replica_spec(config, data.train, strategy))
         state = TrainingState(model, workdir, is_chief=chief, keep=config.keep_checkpoints)
-        report = _train_and_report(
-            config, workdir, strategy, data, model, state, chief, verbose, preemption
-        )
+        with _store_errors_as_input_errors():
+            report = _train_and_report(
+                config, workdir, strategy, data, model, state, chief, verbose, preemption
+            )
     finally:
         if config.mixed_precision:
             keras.mixed_precision.set_global_policy("float32")
@@ -268,7 +294,7 @@ def _train_and_report(config, workdir, strategy, data, model, state, chief, verb
     )
     callbacks = [
         ThresholdCalibration(
-            data.calibration.decoded_images(),
+            data.calibration,
             calibration_pairs,
             rule=config.threshold_rule,
             batch_size=config.eval_batch_size,

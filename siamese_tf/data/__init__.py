@@ -1,48 +1,44 @@
-"""Data: sources, the class index, stateless samplers, class shards, splits and evaluation sets."""
+"""Data: sources, the prepared store, stateless samplers, splits and evaluation sets.
+
+Imports flow one way: `images`, `class_index` → `source` (what a dataset is) → `stream`
+(checked chunks) → `store` (the prepared store) → `sources` (one reader per format);
+`sampling` (row-id draws, then batches) needs only `source`.
+"""
 
 from siamese_tf.data.class_index import ClassIndex
 from siamese_tf.data.episodes import episode_rows, source_episodes
 from siamese_tf.data.pair_sets import PairSet, cached_fixed_pairs, fixed_pairs
-from siamese_tf.data.samplers import (
+from siamese_tf.data.sampling import (
     balanced_pairs,
     pair_indices,
     pk_batches,
     pk_indices,
     step_seed,
 )
-from siamese_tf.data.sources import ArraySource, Source, load_digits, load_source
+from siamese_tf.data.source import Source
+from siamese_tf.data.sources import load_digits, load_source, open_stream
 from siamese_tf.data.splits import Splits, split_indices
-from siamese_tf.data.tfrecords import (
-    ClassShards,
-    class_shard_pk_batches,
-    load_class_shards,
-    open_class_shards,
-    prepare_class_shards,
-    write_class_shards,
-)
+from siamese_tf.data.store import StoreError, open_store, write_store
 
 __all__ = [
-    "ArraySource",
     "ClassIndex",
-    "ClassShards",
     "PairSet",
     "Source",
     "Splits",
+    "StoreError",
     "balanced_pairs",
     "cached_fixed_pairs",
-    "class_shard_pk_batches",
     "episode_rows",
     "fixed_pairs",
-    "load_class_shards",
     "load_digits",
     "load_source",
-    "open_class_shards",
+    "open_store",
+    "open_stream",
     "pair_indices",
     "pk_batches",
     "pk_indices",
-    "prepare_class_shards",
     "source_episodes",
     "split_indices",
     "step_seed",
-    "write_class_shards",
+    "write_store",
 ]

@@ -112,7 +112,7 @@ def augment_by_step(dataset, augment_fn, *, seed: int, stream: int = 0, start_st
     Returns:
       The dataset with augmented images.
     """
-    from siamese_tf.data.samplers import step_seed
+    from siamese_tf.data.sampling.rows import step_seed
 
     def apply(element, step):  # Runs in the input pipeline.
         images, *rest = element

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from siamese_tf.data.sources import Source
+from siamese_tf.data.source import Source
 from siamese_tf.errors import InputError
 
 QUARTER_TURNS = (1, 2, 3)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from siamese_tf.data.class_index import as_int_labels
-from siamese_tf.data.sources import Source
+from siamese_tf.data.source import Source
 from siamese_tf.errors import InputError
 from siamese_tf.evaluation.oneshot import Episodes
 from siamese_tf.evaluation.oneshot import sample_episodes as _sample_episodes

@@ -1,4 +1,4 @@
-"""In-graph, stateless batch samplers: P×K batches and balanced pair batches.
+"""The row-id draws of the samplers, shared by in-memory data and the prepared store.
 
 Every batch is a pure function of `(seed, stream, step)`. Steps are drawn a block at a time
 (block b holds steps b·S .. b·S + S - 1, with S a constant fixed by the data's size, see
@@ -10,8 +10,8 @@ Every batch is a pure function of `(seed, stream, step)`. Steps are drawn a bloc
 * a dataset started at `start_step=s` yields exactly the batches a run from step 0 yields from
   step s on, so resuming a job needs no iterator state in the checkpoint.
 
-Nothing pair-shaped is ever materialised: a batch is drawn from the class index as row indices,
-and only then are the rows gathered (and decoded, if a `map_fn` is given) in a parallel map.
+Nothing pair-shaped is ever materialised: a batch is drawn from the class index as row ids;
+`siamese_tf.data.sampling.batches` then reads only those rows (from memory or a store).
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ import numpy as np
 import tensorflow as tf
 
 from siamese_tf.data.class_index import ClassIndex
-from siamese_tf.data.images import compose
-from siamese_tf.data.sources import Source
 from siamese_tf.errors import InputError
 
 CLASS_WEIGHTINGS = ("uniform", "proportional")
@@ -84,7 +82,7 @@ def step_seed(seed: int, stream, step) -> tf.Tensor:
 # Largest per-block intermediate (random keys over classes, for instance), in elements.
 _BLOCK_ELEMENTS = 1 << 20
 _MAX_BLOCK = 64
-_BLOCKS_IN_FLIGHT = 2
+BLOCKS_IN_FLIGHT = 2
 
 
 def block_size(elements_per_step: int) -> int:
@@ -100,7 +98,7 @@ def block_size(elements_per_step: int) -> int:
     return int(max(1, min(_MAX_BLOCK, _BLOCK_ELEMENTS // max(1, int(elements_per_step)))))
 
 
-class _Blocks:
+class Blocks:
     """Blocks of S steps: `dataset` yields block b (steps b·S ..) stacked, from the block of
     `start_step` on; `skip` steps of the first block precede `start_step`."""
 
@@ -109,7 +107,7 @@ class _Blocks:
         self.block = block
         self.skip = int(start_step) - first * block
         self.dataset = tf.data.Dataset.counter(first, dtype=tf.int64).map(
-            sample_block, num_parallel_calls=_BLOCKS_IN_FLIGHT, deterministic=True
+            sample_block, num_parallel_calls=BLOCKS_IN_FLIGHT, deterministic=True
         )
 
     def steps(self, dataset: tf.data.Dataset | None = None) -> tf.data.Dataset:
@@ -195,19 +193,6 @@ class _IndexTensors:
         return tf.gather(self.order, tf.gather(self.starts, classes) + offsets)
 
 
-def _unpack(images, labels, map_fn):
-    """(stored images, labels, map_fn) from arrays or a `Source` (its decode runs first)."""
-    if isinstance(images, Source):
-        if labels is not None:
-            raise InputError("pass either a Source or images and labels, not both")
-        return images.images, images.labels, compose(images.map_fn, map_fn)
-    if labels is None:
-        raise InputError("labels are required when images are an array")
-    if len(images) != len(labels):
-        raise InputError(f"images and labels differ in length: {len(images)} vs {len(labels)}")
-    return images, labels, map_fn
-
-
 def pk_indices(
     labels,
     *,
@@ -241,7 +226,7 @@ def pk_indices(
     Raises:
       InputError: non-positive P or K, or fewer eligible classes than P.
     """
-    return _pk_blocks(
+    return pk_blocks(
         labels,
         classes_per_batch=classes_per_batch,
         samples_per_class=samples_per_class,
@@ -253,7 +238,7 @@ def pk_indices(
     ).steps()
 
 
-def _pk_blocks(
+def pk_blocks(
     labels,
     *,
     classes_per_batch: int,
@@ -263,8 +248,8 @@ def _pk_blocks(
     stream: int = 0,
     class_weighting: str = "uniform",
     index: ClassIndex | None = None,
-) -> _Blocks:
-    """`pk_indices` as blocks of S steps (see `_Blocks`)."""
+) -> Blocks:
+    """`pk_indices` as blocks of S steps (see `Blocks`)."""
     p, k = int(classes_per_batch), int(samples_per_class)
     if p < 1 or k < 1:
         raise InputError(f"classes_per_batch and samples_per_class must be >= 1, got {p} and {k}")
@@ -290,7 +275,7 @@ def _pk_blocks(
         batch_labels = tf.repeat(tf.gather(tensors.labels, classes), k)
         return tf.reshape(rows, [block, p * k]), tf.reshape(batch_labels, [block, p * k])
 
-    return _Blocks(start_step, block, sample_block)
+    return Blocks(start_step, block, sample_block)
 
 
 def pair_indices(
@@ -325,7 +310,7 @@ def pair_indices(
     Raises:
       InputError: B < 2, no class with two examples, or fewer than two classes.
     """
-    return _pair_blocks(
+    return pair_blocks(
         labels,
         batch_size=batch_size,
         seed=seed,
@@ -336,7 +321,7 @@ def pair_indices(
     ).steps()
 
 
-def _pair_blocks(
+def pair_blocks(
     labels,
     *,
     batch_size: int,
@@ -345,8 +330,8 @@ def _pair_blocks(
     stream: int = 0,
     class_weighting: str = "uniform",
     index: ClassIndex | None = None,
-) -> _Blocks:
-    """`pair_indices` as blocks of S steps (see `_Blocks`)."""
+) -> Blocks:
+    """`pair_indices` as blocks of S steps (see `Blocks`)."""
     b = int(batch_size)
     if b < 2:
         raise InputError(f"batch_size must be >= 2 for balanced pairs, got {b}")
@@ -420,158 +405,4 @@ def _pair_blocks(
         same = tf.tile(tf.concat([tf.ones([1, n_pos]), tf.zeros([1, n_neg])], axis=1), [block, 1])
         return rows_a, rows_b, same
 
-    return _Blocks(start_step, block, sample_block)
-
-
-# Gather a whole block of steps at once (one tf.data call per S batches) while the block's
-# stored images take at most this much memory; bigger images are gathered step by step.
-_GATHER_BLOCK_BYTES = 16 << 20
-
-
-def _stored_bytes(images: tf.Tensor) -> int:
-    """Approximate bytes of one stored image (encoded bytes count as a small string)."""
-    if images.dtype == tf.string:
-        return 1024
-    return int(np.prod(images.shape[1:])) * images.dtype.size
-
-
-def _gathered_steps(blocks: _Blocks, images, rows_per_step: int, gather_block, map_fn):
-    """Per-step batches: rows gathered a block at a time when small, then `map_fn` per step.
-
-    `gather_block(images, element)` turns a block (or one step) of row indices into images;
-    `map_fn` (decode, resize, augment) runs per step in a parallel map, so its memory and
-    latency stay those of one batch.
-    """
-    images = tf.convert_to_tensor(images)
-    parallel = dict(num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if blocks.block * rows_per_step * _stored_bytes(images) <= _GATHER_BLOCK_BYTES:
-        # A block serves S steps: two in flight keep ahead of training and bound the memory.
-        ds = blocks.steps(
-            blocks.dataset.map(
-                lambda *e: gather_block(images, *e),
-                num_parallel_calls=_BLOCKS_IN_FLIGHT,
-                deterministic=True,
-            )
-        )
-        if map_fn is not None:
-            ds = ds.map(lambda x, *rest: (_apply(map_fn, x), *rest), **parallel)
-        return ds
-    return blocks.steps().map(lambda *e: _apply_first(map_fn, gather_block(images, *e)), **parallel)
-
-
-def _apply(map_fn, x):
-    """`map_fn` on images, or on both sides of a pair."""
-    if isinstance(x, tuple):
-        return tuple(map_fn(side) for side in x)
-    return map_fn(x)
-
-
-def _apply_first(map_fn, element):
-    return element if map_fn is None else (_apply(map_fn, element[0]), *element[1:])
-
-
-def pk_batches(
-    images,
-    labels=None,
-    *,
-    classes_per_batch: int,
-    samples_per_class: int,
-    seed: int,
-    start_step: int = 0,
-    stream: int = 0,
-    class_weighting: str = "uniform",
-    map_fn: Callable | None = None,
-    prefetch: bool = True,
-) -> tf.data.Dataset:
-    """Dataset of P×K batches `(images [P·K, ...], labels [P·K])` from arrays or a `Source`.
-
-    See `pk_indices` for the sampling guarantees. Rows are sampled first; only then are they
-    gathered, decoded (a `Source`'s `map_fn`) and passed through `map_fn` (e.g. augmentation),
-    in a parallel map.
-
-    Args:
-      images: a `Source`, or an array [N, ...] (kept as is; uint8 recommended).
-      labels: integer labels [N] with an array; None with a `Source`.
-      classes_per_batch: P.
-      samples_per_class: K.
-      seed: integer seed.
-      start_step: first step to yield.
-      stream: replica / worker id.
-      class_weighting: "uniform" or "proportional".
-      map_fn: optional function applied to each (decoded) batch of images.
-      prefetch: add `prefetch(AUTOTUNE)` at the end.
-
-    Returns:
-      An infinite `tf.data.Dataset`.
-
-    Raises:
-      InputError: bad arguments or data (see `pk_indices`).
-    """
-    images, labels, map_fn = _unpack(images, labels, map_fn)
-    blocks = _pk_blocks(
-        labels,
-        classes_per_batch=classes_per_batch,
-        samples_per_class=samples_per_class,
-        seed=seed,
-        start_step=start_step,
-        stream=stream,
-        class_weighting=class_weighting,
-    )
-    rows_per_step = int(classes_per_batch) * int(samples_per_class)
-
-    def gather(images_t, rows, y):  # Runs in the input pipeline.
-        return tf.gather(images_t, rows), y
-
-    ds = _gathered_steps(blocks, images, rows_per_step, gather, map_fn)
-    return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds
-
-
-def balanced_pairs(
-    images,
-    labels=None,
-    *,
-    batch_size: int,
-    seed: int,
-    start_step: int = 0,
-    stream: int = 0,
-    class_weighting: str = "uniform",
-    map_fn: Callable | None = None,
-    prefetch: bool = True,
-) -> tf.data.Dataset:
-    """Dataset of balanced pair batches `((images_a, images_b), same)` from arrays or a `Source`.
-
-    See `pair_indices` for the balance rule and the sampling guarantees. Both sides of a batch
-    are gathered (and decoded) together, then split.
-
-    Args:
-      images: a `Source`, or an array [N, ...].
-      labels: integer labels [N] with an array; None with a `Source`.
-      batch_size: pairs per batch.
-      seed: integer seed.
-      start_step: first step to yield.
-      stream: replica / worker id.
-      class_weighting: "uniform" or "proportional".
-      map_fn: optional function applied to each (decoded) batch of images.
-      prefetch: add `prefetch(AUTOTUNE)` at the end.
-
-    Returns:
-      An infinite `tf.data.Dataset`; `same` is float32 1.0 / 0.0.
-
-    Raises:
-      InputError: bad arguments or data (see `pair_indices`).
-    """
-    images, labels, map_fn = _unpack(images, labels, map_fn)
-    blocks = _pair_blocks(
-        labels,
-        batch_size=batch_size,
-        seed=seed,
-        start_step=start_step,
-        stream=stream,
-        class_weighting=class_weighting,
-    )
-
-    def gather(images_t, a, b, same):  # Runs in the input pipeline.
-        return (tf.gather(images_t, a), tf.gather(images_t, b)), same
-
-    ds = _gathered_steps(blocks, images, 2 * int(batch_size), gather, map_fn)
-    return ds.prefetch(tf.data.AUTOTUNE) if prefetch else ds
+    return Blocks(start_step, block, sample_block)

@@ -1,0 +1,53 @@
+"""An image folder, one sub-folder per class: `folder:PATH`."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import numpy as np
+
+from siamese_tf.data.stream import CHUNK, SourceStream
+from siamese_tf.errors import InputError
+
+
+def _class_folders(root: pathlib.Path) -> list[tuple[str, list[pathlib.Path]]]:
+    """(class name, files) for every folder under `root` that directly holds non-hidden files."""
+    classes = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        files = sorted(f for f in files if not f.startswith("."))
+        here = pathlib.Path(folder)
+        if here != root and files:
+            classes.append((here.relative_to(root).as_posix(), [here / f for f in files]))
+    return sorted(classes)
+
+
+def folder_stream(path: str) -> SourceStream:
+    """An image folder: each sub-folder holding files is a class (named by its relative path).
+
+    Every non-hidden file in a class folder must be a PNG, JPEG, BMP or GIF image (checked by
+    content); files directly in `path` are ignored (a README may sit there). Classes are
+    numbered in sorted order of their names.
+    """
+    root = pathlib.Path(path)
+    if not root.is_dir():
+        raise InputError(f"folder: {path} is not a folder")
+    classes = _class_folders(root)
+    if not classes:
+        raise InputError(f"folder {path} is empty: expected one sub-folder of images per class")
+    files = [(f, label) for label, (_, fs) in enumerate(classes) for f in fs]
+
+    def chunks():
+        for start in range(0, len(files), CHUNK):
+            part = files[start : start + CHUNK]
+            items = []
+            for file, _ in part:
+                try:
+                    items.append(file.read_bytes())
+                except OSError as err:
+                    raise InputError(f"cannot read image file {file}: {err.strerror}") from None
+            labels = np.array([label for _, label in part], np.int64)
+            yield items, labels, [str(f) for f, _ in part]
+
+    return SourceStream(f"folder:{path}", True, chunks(), [name for name, _ in classes])
