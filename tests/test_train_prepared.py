@@ -1,0 +1,146 @@
+"""Training from a prepared store: the same run as from its source, exact resume, bad records.
+
+Streaming changes memory, nothing else: a `--deterministic` run from `folder:DIR` and from
+`prepared:DIR` (prepared from that folder by `launch.prepare`) must end bit-identical, with the
+same report; a streamed run killed with SIGKILL and re-run must end the same too.
+"""
+
+import io
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import load_digits
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ARGS = [
+    "--deterministic",
+    "--epochs=2",
+    "--steps_per_epoch=6",
+    "--save_every_steps=2",
+    "--classes_per_batch=5",
+    "--samples_per_class=4",
+    "--calibration_pairs=100",
+    "--test_pairs=100",
+    "--strategy=default",
+]
+
+
+def run(module, *args, wait=True):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    if not wait:
+        return proc
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, out, err
+
+
+def summary(out):
+    return json.loads(out.split("summary: ", 1)[1].splitlines()[0])
+
+
+def report(workdir):
+    data = json.loads((pathlib.Path(workdir) / "report.json").read_text())
+    data.pop("train_seconds")
+    return data
+
+
+@pytest.fixture(scope="module")
+def digits_folder_and_store(tmp_path_factory):
+    """30 digits of each class as 8×8 PNGs in class folders, and its prepared store."""
+    root = tmp_path_factory.mktemp("digits_png")
+    digits = load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    for label in range(10):
+        folder = root / "img" / f"digit_{label}"
+        folder.mkdir(parents=True)
+        for i, row in enumerate(np.flatnonzero(digits.target == label)[:30]):
+            buffer = io.BytesIO()
+            Image.fromarray(images[row]).save(buffer, format="PNG")
+            (folder / f"{i:02d}.png").write_bytes(buffer.getvalue())
+    code, _, err = run(
+        "launch.prepare", f"--dataset=folder:{root / 'img'}", f"--out={root / 'store'}"
+    )
+    assert code == 0, err[-2000:]
+    return root / "img", root / "store"
+
+
+@pytest.fixture(scope="module")
+def two_runs(digits_folder_and_store, tmp_path_factory):
+    folder, store = digits_folder_and_store
+    root = tmp_path_factory.mktemp("runs")
+    results = {}
+    for name, spec in (("folder", f"folder:{folder}"), ("prepared", f"prepared:{store}")):
+        code, out, err = run("launch.train", f"--workdir={root / name}", f"--dataset={spec}", *ARGS)
+        assert code == 0, err[-2000:]
+        results[name] = (root / name, summary(out))
+    return results
+
+
+def test_folder_and_prepared_runs_are_bit_identical(two_runs):
+    (folder_dir, folder), (store_dir, store) = two_runs["folder"], two_runs["prepared"]
+    assert folder["weights_sha256"] == store["weights_sha256"]
+    assert report(folder_dir) == report(store_dir)
+    assert report(store_dir)["steps"] == 12
+
+
+def test_killed_streamed_run_resumes_exactly(two_runs, digits_folder_and_store, tmp_path):
+    _, store = digits_folder_and_store
+    workdir = tmp_path / "killed"
+    args = (f"--workdir={workdir}", f"--dataset=prepared:{store}", *ARGS)
+    proc = run("launch.train", *args, wait=False)
+    deadline = time.monotonic() + 240
+    while not list((workdir / "backup").glob("step-4.index")):
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.monotonic() < deadline, "no backup at step 4"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (workdir / "report.json").exists()
+    code, out, err = run("launch.train", *args)
+    assert code == 0, err[-2000:]
+    resumed = report(workdir)
+    assert resumed["start_step"] >= 4
+    assert summary(out)["weights_sha256"] == two_runs["prepared"][1]["weights_sha256"]
+    resumed.pop("start_step")
+    expected = report(two_runs["prepared"][0])
+    expected.pop("start_step")
+    assert resumed == expected
+
+
+def test_a_corrupt_record_stops_training_with_one_line_and_no_checkpoint(
+    digits_folder_and_store, tmp_path
+):
+    _, store = digits_folder_and_store
+    broken = tmp_path / "broken"
+    shutil.copytree(store, broken)
+    with np.load(broken / "index.npz") as index:
+        offsets, lengths = index["offset"], index["length"]
+    shard = bytearray((broken / "records-00000.bin").read_bytes())
+    for offset, length in zip(offsets, lengths, strict=True):  # every record: the first read fails
+        shard[int(offset) + int(length) // 2] ^= 0xFF
+    (broken / "records-00000.bin").write_bytes(bytes(shard))
+    workdir = tmp_path / "run"
+    code, _, err = run(
+        "launch.train", f"--workdir={workdir}", f"--dataset=prepared:{broken}", *ARGS
+    )
+    assert code == 2, err[-2000:]
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "is corrupt" in lines[0] and "(class 'digit_" in lines[0]
+    assert not list(workdir.glob("backup/step-*")) and not list(workdir.glob("checkpoints/*"))
