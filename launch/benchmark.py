@@ -1,4 +1,4 @@
-"""Benchmarks: `python -m launch.benchmark --suite=mining|pipeline|scaling|recipe [--json]`.
+"""Benchmarks: `python -m launch.benchmark --suite=NAME [--json]` (see SUITES).
 
 Every suite measures our implementation and its peer side by side in one command and reports
 the ratio. The table goes to stdout; `--json` adds one JSON line with the figures.
@@ -13,7 +13,7 @@ from absl import flags
 
 from launch import common
 
-SUITES = ("mining", "pipeline", "scaling", "recipe")
+SUITES = ("mining", "pipeline", "scaling", "recipe", "streaming")
 
 flags.DEFINE_enum("suite", None, SUITES, "Which benchmark suite to run.")
 flags.DEFINE_bool("json", False, "Also print one JSON line with the results.")

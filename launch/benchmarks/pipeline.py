@@ -3,7 +3,7 @@
 Three measurements, each against its peers on the same data in the same process:
 
 (a) Sampler throughput (batches/s, images/s) of `siamese_tf.data.pk_batches` and of the streaming
-    class-shard reader, against a `keras.utils.PyDataset` doing the same P×K sampling in numpy
+    prepared-store reader, against a `keras.utils.PyDataset` doing the same P×K sampling in numpy
     (consumed through Keras' own PyDataset adapter, as `fit` consumes it, and, as an upper bound
     no training loop reaches, by direct `__getitem__` calls) and against the tutorial way (numpy
     `create_pairs` materialising one positive and one negative pair per image, fed as arrays
@@ -40,7 +40,7 @@ import numpy as np
 DEFAULT_SIZE = 60_000
 IMAGE_SHAPE = (28, 28, 1)
 BATCH_IMAGES = 128
-MEMORY_VARIANTS = ("pk_batches", "class_shards", "pydataset", "tutorial_pairs")
+MEMORY_VARIANTS = ("pk_batches", "prepared_store", "pydataset", "tutorial_pairs")
 _ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -192,9 +192,9 @@ def _row(name, batches_per_s, images_per_batch=BATCH_IMAGES, **extra):
     }
 
 
-def measure_throughput(images, labels, p: int, k: int, shards_dir=None, tutorial=True) -> dict:
+def measure_throughput(images, labels, p: int, k: int, store_dir=None, tutorial=True) -> dict:
     """Throughput rows of every pipeline for one data set and P×K (see the module docstring)."""
-    from siamese_tf.data import class_shard_pk_batches, pk_batches
+    from siamese_tf.data import load_source, pk_batches
 
     batches = 2000
     rows = []
@@ -202,11 +202,11 @@ def measure_throughput(images, labels, p: int, k: int, shards_dir=None, tutorial
         pk_batches(images, labels, classes_per_batch=p, samples_per_class=k, seed=0), batches
     )
     rows.append(_row("siamese_tf pk_batches (in memory)", ours))
-    if shards_dir is not None:
-        streaming = class_shard_pk_batches(
-            shards_dir, classes_per_batch=p, samples_per_class=k, seed=0
+    if store_dir is not None:
+        streaming = pk_batches(
+            load_source(f"prepared:{store_dir}"), classes_per_batch=p, samples_per_class=k, seed=0
         )
-        rows.append(_row("siamese_tf class shards (streaming)", _in_graph_rate(streaming, 300)))
+        rows.append(_row("siamese_tf prepared store (streaming)", _in_graph_rate(streaming, 300)))
     py_dataset = make_pydataset(images, labels, p, k, steps=10 * batches)
     adapter_ds, how = pydataset_as_tf_dataset(py_dataset)
     generator = _in_graph_rate(adapter_ds, batches // 2)
@@ -267,18 +267,19 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def measure_memory_variant(variant: str, data_spec: str, n: int, shards_dir: str = "") -> dict:
+def measure_memory_variant(variant: str, data_spec: str, n: int, store_dir: str = "") -> dict:
     """Runs one variant in this (fresh) process; returns its peak memory above the imports."""
     import keras  # noqa: F401  (every variant pays the same imports before the baseline)
     import tensorflow  # noqa: F401
 
-    from siamese_tf.data import class_shard_pk_batches, pk_batches
+    from siamese_tf.data import load_source, pk_batches
 
     reset = _reset_peak_rss()
     baseline = _peak_rss_mb()
     p, k = 8, 16
-    if variant == "class_shards":  # the data stays on disk
-        ds = class_shard_pk_batches(shards_dir, classes_per_batch=p, samples_per_class=k, seed=0)
+    if variant == "prepared_store":  # the data stays on disk
+        source = load_source(f"prepared:{store_dir}")
+        ds = pk_batches(source, classes_per_batch=p, samples_per_class=k, seed=0)
     else:
         images, labels = load_data(data_spec, n)
         if variant == "pk_batches":
@@ -295,11 +296,11 @@ def measure_memory_variant(variant: str, data_spec: str, n: int, shards_dir: str
     return {"variant": variant, "peak_mb": round(_peak_rss_mb() - baseline, 1), "reset": reset}
 
 
-def _memory_in_subprocess(variant, data_spec, n, shards_dir) -> float:
+def _memory_in_subprocess(variant, data_spec, n, store_dir) -> float:
     code = (
         "import json; from launch.benchmarks import pipeline; "
         f"print('RESULT ' + json.dumps(pipeline.measure_memory_variant("
-        f"{variant!r}, {data_spec!r}, {n}, {str(shards_dir)!r})))"
+        f"{variant!r}, {data_spec!r}, {n}, {str(store_dir)!r})))"
     )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(
@@ -389,7 +390,8 @@ def measure_overhead(images, labels, p: int, k: int, steps: int = 30, repeats: i
 
 def run(sizes=None) -> dict:
     """Runs the three measurements; `sizes=(n,)` sets the number of images (default 60,000)."""
-    from siamese_tf.data import Source, write_class_shards
+    from siamese_tf.data import write_store
+    from siamese_tf.data.stream import SourceStream
 
     n = int(sizes[0]) if sizes else DEFAULT_SIZE
     mnist = find_mnist()
@@ -397,11 +399,12 @@ def run(sizes=None) -> dict:
     images, labels = load_data(data_spec, n)
     synthetic_images, synthetic_labels = load_data("synthetic:100", n)
     with tempfile.TemporaryDirectory() as tmp:
-        shards = pathlib.Path(tmp) / "shards"
-        write_class_shards(Source(images, labels, data_spec), shards)
-        synthetic_shards = pathlib.Path(tmp) / "synthetic"
-        write_class_shards(
-            Source(synthetic_images, synthetic_labels, "synthetic"), synthetic_shards
+        shards = str(pathlib.Path(tmp) / "store")
+        write_store(SourceStream(data_spec, False, iter([(images, labels, None)])), shards)
+        synthetic_shards = str(pathlib.Path(tmp) / "synthetic")
+        write_store(
+            SourceStream("synthetic", False, iter([(synthetic_images, synthetic_labels, None)])),
+            synthetic_shards,
         )
         throughput = [
             {"data": data_spec, **measure_throughput(images, labels, 8, 16, shards)},

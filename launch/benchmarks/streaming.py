@@ -1,0 +1,214 @@
+"""Streaming benchmark: `python -m launch.benchmark --suite=streaming [--json]`.
+
+Trains-shaped reading from a prepared store larger than memory would be, against the limit of
+this machine, at two dataset sizes:
+
+1. A synthetic JPEG set (112×112 RGB, 10 images a class; each image a smooth random pattern
+   plus noise, JPEG quality 95, so files are photo-like in size) is generated in a parallel
+   `tf.data` map and written with `siamese_tf.data.write_store` (the path of
+   `launch.prepare`, every image decoded once to check it). The large set is at least 2 GB on
+   disk; the small one has 1/8 of its images.
+2. Each size is read in a fresh process: our pipeline (`pk_batches` on `prepared:DIR`, P×K =
+   64×4, rows drawn at random over the whole store, read by id, decoded in the parallel map)
+   and, after it, its peer: a plain `tf.data` pipeline reading the same store in record order,
+   256 records per batch, decoded by the same function with the same parallelism — what this
+   machine can decode at all. `decode_limit_ratio` = ours ÷ plain, on the large store.
+3. Peak RSS (VmHWM, reset after the imports) of our pipeline in each process;
+   `rss_growth_ratio` = large ÷ small: memory must not grow with the dataset.
+
+`sizes=(small, large)` sets the image counts instead (tests use tiny ones).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+IMAGE_SIZE = 112
+PER_CLASS = 10
+P, K = 64, 4
+TARGET_LARGE_BYTES = 2_100 << 20  # "at least 2 GB on disk", with a margin
+SIZE_RATIO = 8
+GENERATE_CHUNK = 1024
+
+
+def _jpeg_dataset(start: int, count: int):
+    """Synthetic JPEGs `start .. start+count-1` (a pure function of the index)."""
+    import tensorflow as tf
+
+    def make(i):  # Runs in the input pipeline.
+        seed = tf.stack([i, tf.constant(17, tf.int64)])
+        base = tf.random.stateless_uniform([14, 14, 3], seed=seed, maxval=255.0)
+        image = tf.image.resize(base[None], [IMAGE_SIZE, IMAGE_SIZE], method="bicubic")[0]
+        image += tf.random.stateless_normal(image.shape, seed=seed + 1, stddev=20.0)
+        return tf.io.encode_jpeg(tf.cast(tf.clip_by_value(image, 0, 255), tf.uint8), quality=95)
+
+    return (
+        tf.data.Dataset.range(start, start + count)
+        .map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .batch(GENERATE_CHUNK)
+        .prefetch(2)
+    )
+
+
+def mean_jpeg_bytes(sample: int = 512) -> float:
+    """Mean size of the synthetic JPEGs, from a sample."""
+    batch = next(iter(_jpeg_dataset(0, sample)))
+    return float(np.mean([len(b) for b in batch.numpy()]))
+
+
+def write_synthetic_store(out: str, count: int) -> dict:
+    """Writes `count` synthetic JPEGs (`count // PER_CLASS` classes) as a prepared store."""
+    from siamese_tf.data import write_store
+    from siamese_tf.data.stream import SourceStream
+
+    def chunks():
+        start = 0
+        for batch in _jpeg_dataset(0, count):
+            items = list(batch.numpy())
+            labels = (np.arange(start, start + len(items)) // PER_CLASS).astype(np.int64)
+            yield items, labels, None
+            start += len(items)
+
+    return write_store(SourceStream("synthetic_jpeg", True, chunks()), out)
+
+
+def _peak_rss_mb() -> float:
+    with open("/proc/self/status", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def _reset_peak_rss() -> None:
+    with open("/proc/self/clear_refs", "w", encoding="utf-8") as f:
+        f.write("5")
+
+
+def _rate(dataset, batches: int, warmup: int = 5) -> float:
+    """Images per second of `dataset` (whose first element is an image batch)."""
+    iterator = iter(dataset)
+    for _ in range(warmup):
+        next(iterator)
+    images = 0
+    start = time.perf_counter()
+    for _ in range(batches):
+        images += int(next(iterator)[0].shape[0])
+    return images / (time.perf_counter() - start)
+
+
+def measure_store(path: str, batches: int) -> dict:
+    """Runs in a fresh process: our P×K pipeline's rate and peak RSS, then the plain reader's."""
+    import tensorflow as tf
+
+    from siamese_tf.data import load_source, pk_batches
+
+    _reset_peak_rss()
+    baseline = _peak_rss_mb()
+    source = load_source(f"prepared:{path}")
+    ours = _rate(pk_batches(source, classes_per_batch=P, samples_per_class=K, seed=0), batches)
+    peak = _peak_rss_mb()
+    gather, decode = source.gather_fn(), source.map_fn
+    plain = (
+        tf.data.Dataset.range(len(source))
+        .batch(P * K)
+        .map(
+            lambda rows: (decode(gather(rows)),),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        .prefetch(tf.data.AUTOTUNE)
+        .repeat()
+    )
+    limit = _rate(plain, batches)
+    return {
+        "images_per_second": round(ours, 1),
+        "plain_images_per_second": round(limit, 1),
+        "peak_rss_mb": round(peak, 1),
+        "rss_after_imports_mb": round(baseline, 1),
+    }
+
+
+def _in_subprocess(path: str, batches: int) -> dict:
+    code = (
+        "import json; from launch.benchmarks import streaming; "
+        f"print('RESULT ' + json.dumps(streaming.measure_store({path!r}, {batches})))"
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    )
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    raise RuntimeError(f"measurement failed: {out.stderr[-2000:]}")
+
+
+def _store_mb(meta: dict) -> float:
+    return sum(s["bytes"] for s in meta["shards"]) / (1 << 20)
+
+
+def run(sizes=None, batches: int = 40) -> dict:
+    """Writes both stores, measures each in a fresh process, returns the figures."""
+    if sizes:
+        small, large = (int(s) for s in sizes)
+        target = "given"
+    else:
+        large = int(np.ceil(TARGET_LARGE_BYTES / mean_jpeg_bytes()))
+        large = -(-large // PER_CLASS) * PER_CLASS
+        small = large // SIZE_RATIO
+        target = f">= {TARGET_LARGE_BYTES >> 20} MB"
+    with tempfile.TemporaryDirectory(prefix="siamese_tf_streaming_") as tmp:
+        result = {"suite": "streaming", "p": P, "k": K, "image_size": IMAGE_SIZE}
+        for name, count in (("small", small), ("large", large)):
+            start = time.perf_counter()
+            meta = write_synthetic_store(os.path.join(tmp, name), count)
+            result[f"prepare_seconds_{name}"] = round(time.perf_counter() - start, 1)
+            result[f"images_{name}"] = count
+            result[f"dataset_mb_{name}"] = round(_store_mb(meta), 1)
+            measured = _in_subprocess(os.path.join(tmp, name), batches)
+            result[f"peak_rss_mb_{name}"] = measured["peak_rss_mb"]
+            result[f"measured_{name}"] = measured
+    large_run = result["measured_large"]
+    cpus = os.cpu_count() or 1
+    result.update(
+        large_target=target,
+        images_per_second=large_run["images_per_second"],
+        images_per_second_per_core=round(large_run["images_per_second"] / cpus, 1),
+        decode_limit_ratio=round(
+            large_run["images_per_second"] / large_run["plain_images_per_second"], 3
+        ),
+        rss_growth_ratio=round(result["peak_rss_mb_large"] / result["peak_rss_mb_small"], 3),
+        size_ratio=round(large / small, 2),
+        cpus=cpus,
+    )
+    return result
+
+
+def format_table(result: dict) -> str:
+    lines = [
+        f"Streaming P×K {result['p']}×{result['k']} from a prepared store of "
+        f"{result['image_size']}×{result['image_size']} JPEGs ({result['cpus']} CPUs)",
+        f"{'store':<8}{'images':>10}{'MB on disk':>12}{'ours img/s':>12}{'plain img/s':>13}"
+        f"{'peak RSS MB':>13}",
+    ]
+    for name in ("small", "large"):
+        m = result[f"measured_{name}"]
+        lines.append(
+            f"{name:<8}{result[f'images_{name}']:>10}{result[f'dataset_mb_{name}']:>12}"
+            f"{m['images_per_second']:>12}{m['plain_images_per_second']:>13}"
+            f"{result[f'peak_rss_mb_{name}']:>13}"
+        )
+    lines.append(
+        f"decode_limit_ratio {result['decode_limit_ratio']} (target >= 0.8), rss_growth_ratio "
+        f"{result['rss_growth_ratio']} (target <= 1.15), large peak RSS "
+        f"{result['peak_rss_mb_large']} MB vs {result['dataset_mb_large']} MB on disk"
+    )
+    return "\n".join(lines)
