@@ -12,6 +12,7 @@ def test_streaming_suite_reports_every_key_on_tiny_stores():
         "peak_rss_mb_large",
         "rss_growth_ratio",
         "dataset_mb_large",
+        "arrayrecord_read_ratio",
     ):
         assert result[key] > 0, key
     assert result["images_small"] == 640 and result["images_large"] == 1280

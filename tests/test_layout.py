@@ -71,3 +71,44 @@ def test_every_recipe_flagfile_parses_into_a_valid_config(flagfile):
         if line.startswith("--")
     }
     assert named <= set(config), f"{flagfile.name} sets flags that are not config fields"
+
+
+# The layers of siamese_tf/data, lowest first: a module may import its own layer or lower ones.
+DATA_LAYERS = (
+    ("images", "class_index"),
+    ("source",),
+    ("stream", "sampling", "splits", "pair_sets", "augment", "class_augment", "episodes"),
+    ("store",),
+    ("tfds_local", "one_shot_runs"),
+    ("sources",),
+)
+
+
+def _data_unit(module: str) -> str | None:
+    """`siamese_tf.data.store.reader` -> "store"; None outside siamese_tf.data."""
+    parts = module.split(".")
+    return parts[2] if parts[:2] == ["siamese_tf", "data"] and len(parts) > 2 else None
+
+
+def test_data_imports_flow_one_way():
+    import ast
+
+    rank = {unit: level for level, units in enumerate(DATA_LAYERS) for unit in units}
+    data = ROOT / "siamese_tf" / "data"
+    for path in data.rglob("*.py"):
+        if path.parent == data and path.name == "__init__.py":
+            continue  # the package's public names re-export every layer
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        unit = _data_unit(module)
+        assert unit in rank, f"{path} is in no layer of DATA_LAYERS"
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                other = _data_unit(name)
+                if other in rank and other != unit:
+                    assert rank[other] <= rank[unit], f"{module} imports {name} (a higher layer)"

@@ -16,6 +16,12 @@ this machine, at two dataset sizes:
 3. Peak RSS (VmHWM, reset after the imports) of our pipeline in each process;
    `rss_growth_ratio` = large ÷ small: memory must not grow with the dataset.
 
+4. The store format against ArrayRecord (the format TFDS writes for random access): the small
+   store's records copied into one ArrayRecord file (`group_size:1`, as Grain requires), then
+   the same random batches of 256 record ids read by `ArrayRecordDataSource.__getitems__` and
+   by our `RecordStore.read` (which also checks each record's CRC-32), on one host thread,
+   files in the page cache. `arrayrecord_read_ratio` = ours ÷ ArrayRecord, in records/s.
+
 `sizes=(small, large)` sets the image counts instead (tests use tiny ones).
 """
 
@@ -151,6 +157,37 @@ def _in_subprocess(path: str, batches: int) -> dict:
     raise RuntimeError(f"measurement failed: {out.stderr[-2000:]}")
 
 
+def compare_arrayrecord(path: str, folder: str, batches: int = 200) -> dict:
+    """Random batch reads, records/s: our store vs the same records in one ArrayRecord file."""
+    from array_record.python import array_record_data_source, array_record_module
+
+    from siamese_tf.data.store import RecordStore
+
+    store = RecordStore(path)
+    n = len(store)
+    array_record_path = os.path.join(folder, "records.array_record")
+    writer = array_record_module.ArrayRecordWriter(array_record_path, "group_size:1")
+    for start in range(0, n, 1024):
+        for record in store.read(np.arange(start, min(n, start + 1024))):
+            writer.write(record)
+    writer.close()
+    source = array_record_data_source.ArrayRecordDataSource([array_record_path])
+    rng = np.random.default_rng(0)
+    id_batches = [rng.integers(0, n, P * K) for _ in range(batches)]
+    assert source.__getitems__(id_batches[0]) == store.read(id_batches[0])
+    rates = {}
+    for name, read in (("ours", store.read), ("arrayrecord", source.__getitems__)):
+        start = time.perf_counter()
+        for ids in id_batches:
+            read(ids)
+        rates[name] = batches * P * K / (time.perf_counter() - start)
+    return {
+        "ours_records_per_second": round(rates["ours"]),
+        "arrayrecord_records_per_second": round(rates["arrayrecord"]),
+        "arrayrecord_read_ratio": round(rates["ours"] / rates["arrayrecord"], 3),
+    }
+
+
 def _store_mb(meta: dict) -> float:
     return sum(s["bytes"] for s in meta["shards"]) / (1 << 20)
 
@@ -176,6 +213,8 @@ def run(sizes=None, batches: int = 40) -> dict:
             measured = _in_subprocess(os.path.join(tmp, name), batches)
             result[f"peak_rss_mb_{name}"] = measured["peak_rss_mb"]
             result[f"measured_{name}"] = measured
+            if name == "small":
+                result["store_vs_arrayrecord"] = compare_arrayrecord(os.path.join(tmp, name), tmp)
     large_run = result["measured_large"]
     cpus = os.cpu_count() or 1
     result.update(
@@ -187,6 +226,7 @@ def run(sizes=None, batches: int = 40) -> dict:
         ),
         rss_growth_ratio=round(result["peak_rss_mb_large"] / result["peak_rss_mb_small"], 3),
         size_ratio=round(large / small, 2),
+        arrayrecord_read_ratio=result["store_vs_arrayrecord"]["arrayrecord_read_ratio"],
         cpus=cpus,
     )
     return result
@@ -210,5 +250,10 @@ def format_table(result: dict) -> str:
         f"decode_limit_ratio {result['decode_limit_ratio']} (target >= 0.8), rss_growth_ratio "
         f"{result['rss_growth_ratio']} (target <= 1.15), large peak RSS "
         f"{result['peak_rss_mb_large']} MB vs {result['dataset_mb_large']} MB on disk"
+    )
+    vs = result["store_vs_arrayrecord"]
+    lines.append(
+        f"random reads of 256 records: ours {vs['ours_records_per_second']} records/s, "
+        f"ArrayRecord {vs['arrayrecord_records_per_second']} (ratio {vs['arrayrecord_read_ratio']})"
     )
     return "\n".join(lines)

@@ -31,7 +31,7 @@ LEGACY_INDEX_FILE = "index.json"
 INDEX_ARRAYS = ("labels", "shard", "offset", "length", "crc32")
 CLASS_ARRAYS = ("class_labels", "class_starts", "class_counts", "class_order")
 # Marks a store error raised inside the input pipeline, so the trainer can find it again in
-# the TensorFlow error that wraps it (see `store_error_from`).
+# the TensorFlow error that wraps it (see `marked` and `store_error_from`).
 ERROR_MARK = "[prepared store] "
 
 
@@ -39,13 +39,10 @@ class StoreError(InputError):
     """A prepared store that cannot be read: not a store, another version, missing or corrupt
     parts. Its message names the store (and the record and class, for a bad record)."""
 
-    def __init__(self, message: str):
-        super().__init__(ERROR_MARK + message)
 
-    @property
-    def detail(self) -> str:
-        """The message without its mark."""
-        return str(self.args[0])[len(ERROR_MARK) :]
+def marked(err: StoreError) -> RuntimeError:
+    """The error to raise inside `tf.numpy_function`: its text carries the mark."""
+    return RuntimeError(ERROR_MARK + str(err))
 
 
 def store_error_from(err: BaseException) -> StoreError | None:

@@ -170,7 +170,14 @@ class StoreRows:
     def tf_read(self, rows: tf.Tensor) -> tf.Tensor:
         """`read` inside the input pipeline: rows int64 [n] → tf.string [n] / uint8 [n, h, w, c]."""
         dtype = tf.string if self.encoded else tf.uint8
-        images = tf.numpy_function(self.read, [rows], dtype, stateful=False)
+
+        def read(rows_array):  # Runs in the input pipeline (a host thread).
+            try:
+                return self.read(rows_array)
+            except StoreError as err:
+                raise layout.marked(err) from None
+
+        images = tf.numpy_function(read, [rows], dtype, stateful=False)
         shape = [None] if self.encoded else [None, *self.stored_shape]
         return tf.ensure_shape(images, shape)
 

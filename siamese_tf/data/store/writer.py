@@ -2,9 +2,11 @@
 
 Memory is bounded whatever the dataset's size: one chunk being checked, one read ahead, and the
 per-record index (about 30 bytes a record). Checking decodes every image on all cores (a
-parallel `tf.data` map); reading the next chunk overlaps it. The store is written into a
-`.partial-*` sibling and renamed into place only when complete, so a failed prepare leaves
-nothing at DIR, and an earlier store is replaced only by a complete new one.
+parallel `tf.data` map); reading the next chunk overlaps it.
+
+The store is written in place and `store.json` last: a folder without it is not a store, so a
+prepare that stops half way is never mistaken for one, and a failed prepare removes what it
+wrote. No folder is renamed: in a bucket that would copy every object.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import json
 import queue
 import threading
-import uuid
 import zlib
 
 import numpy as np
@@ -144,7 +145,8 @@ def write_store(
         `overwrite`, which replaces an earlier store).
       image_size: decode to image_size × image_size when training (0: sizes must agree).
       shard_bytes: start a new shard file once one holds this many bytes.
-      overwrite: replace an earlier store (or class-shard folder) at `out`.
+      overwrite: replace an earlier store (or class-shard folder) at `out`; it is deleted
+        before the new one is written.
 
     Returns:
       The store's metadata (`store.json`).
@@ -157,19 +159,14 @@ def write_store(
         raise InputError(f"shard_bytes must be >= 1, got {shard_bytes}")
     out = out.rstrip("/")
     check_out_dir(out, overwrite)
-    partial = f"{out}.partial-{uuid.uuid4().hex[:8]}"
-    tf.io.gfile.makedirs(partial)
+    if tf.io.gfile.exists(out):
+        tf.io.gfile.rmtree(out)  # An earlier store (checked above), replaced as asked.
+    tf.io.gfile.makedirs(out)
     try:
-        meta = _write(stream, partial, image_size, shard_bytes)
-        check_out_dir(out, overwrite)  # Still true after a long write?
-        if tf.io.gfile.exists(out):
-            tf.io.gfile.rmtree(out)
-        tf.io.gfile.rename(partial, out)
+        return _write(stream, out, image_size, shard_bytes)
     except BaseException:
-        if tf.io.gfile.exists(partial):
-            tf.io.gfile.rmtree(partial)
+        tf.io.gfile.rmtree(out)
         raise
-    return meta
 
 
 def _write(stream: SourceStream, folder: str, image_size: int, shard_bytes: int) -> dict:
