@@ -10,10 +10,12 @@ this machine, at two dataset sizes:
    disk; the small one has 1/8 of its images.
 2. Each size is read in a fresh process: our pipeline (`pk_batches` on `prepared:DIR`, P×K =
    64×4, rows drawn at random over the whole store, read by id, decoded in the parallel map)
-   and, after it, its peer: a plain `tf.data` pipeline reading the same store in record order,
-   256 records per batch, decoded by the same function with the same parallelism — what this
-   machine can decode at all. `decode_limit_ratio` = ours ÷ plain, on the large store.
-3. Peak RSS (VmHWM, reset after the imports) of our pipeline in each process;
+   and its peer: a plain `tf.data` pipeline reading the same store in record order, 256
+   records per batch, decoded by the same function with the same parallelism — what this
+   machine can decode at all. Each rate is the median of 5 interleaved windows of `batches`
+   batches, so both pipelines see the same machine load. `decode_limit_ratio` = ours ÷ plain,
+   on the large store.
+3. Peak RSS (VmHWM, reset after the imports) of our pipeline, run alone before the windows;
    `rss_growth_ratio` = large ÷ small: memory must not grow with the dataset.
 
 4. The store format against ArrayRecord (the format TFDS writes for random access): the small
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -98,11 +101,8 @@ def _reset_peak_rss() -> None:
         f.write("5")
 
 
-def _rate(dataset, batches: int, warmup: int = 5) -> float:
-    """Images per second of `dataset` (whose first element is an image batch)."""
-    iterator = iter(dataset)
-    for _ in range(warmup):
-        next(iterator)
+def _window_rate(iterator, batches: int) -> float:
+    """Images per second over the next `batches` elements (first component: the images)."""
     images = 0
     start = time.perf_counter()
     for _ in range(batches):
@@ -110,8 +110,13 @@ def _rate(dataset, batches: int, warmup: int = 5) -> float:
     return images / (time.perf_counter() - start)
 
 
-def measure_store(path: str, batches: int) -> dict:
-    """Runs in a fresh process: our P×K pipeline's rate and peak RSS, then the plain reader's."""
+def measure_store(path: str, batches: int, repeats: int = 5) -> dict:
+    """Runs in a fresh process: our P×K pipeline's peak RSS, then both pipelines' rates.
+
+    Our pipeline runs alone first (its peak RSS is read then); the two rates are then the
+    medians of `repeats` interleaved windows of `batches` batches each, so both see the same
+    machine load.
+    """
     import tensorflow as tf
 
     from siamese_tf.data import load_source, pk_batches
@@ -119,10 +124,11 @@ def measure_store(path: str, batches: int) -> dict:
     _reset_peak_rss()
     baseline = _peak_rss_mb()
     source = load_source(f"prepared:{path}")
-    ours = _rate(pk_batches(source, classes_per_batch=P, samples_per_class=K, seed=0), batches)
+    ours = iter(pk_batches(source, classes_per_batch=P, samples_per_class=K, seed=0))
+    _window_rate(ours, batches)
     peak = _peak_rss_mb()
     gather, decode = source.gather_fn(), source.map_fn
-    plain = (
+    plain = iter(
         tf.data.Dataset.range(len(source))
         .batch(P * K)
         .map(
@@ -133,10 +139,16 @@ def measure_store(path: str, batches: int) -> dict:
         .prefetch(tf.data.AUTOTUNE)
         .repeat()
     )
-    limit = _rate(plain, batches)
+    _window_rate(plain, 5)
+    rates = {"ours": [], "plain": []}
+    for _ in range(repeats):
+        rates["ours"].append(_window_rate(ours, batches))
+        rates["plain"].append(_window_rate(plain, batches))
     return {
-        "images_per_second": round(ours, 1),
-        "plain_images_per_second": round(limit, 1),
+        "images_per_second": round(statistics.median(rates["ours"]), 1),
+        "plain_images_per_second": round(statistics.median(rates["plain"]), 1),
+        "images_per_second_range": [round(min(rates["ours"])), round(max(rates["ours"]))],
+        "plain_images_per_second_range": [round(min(rates["plain"])), round(max(rates["plain"]))],
         "peak_rss_mb": round(peak, 1),
         "rss_after_imports_mb": round(baseline, 1),
     }
@@ -192,7 +204,7 @@ def _store_mb(meta: dict) -> float:
     return sum(s["bytes"] for s in meta["shards"]) / (1 << 20)
 
 
-def run(sizes=None, batches: int = 40) -> dict:
+def run(sizes=None, batches: int = 20) -> dict:
     """Writes both stores, measures each in a fresh process, returns the figures."""
     if sizes:
         small, large = (int(s) for s in sizes)
