@@ -144,3 +144,35 @@ def test_a_corrupt_record_stops_training_with_one_line_and_no_checkpoint(
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "is corrupt" in lines[0] and "(class 'digit_" in lines[0]
     assert not list(workdir.glob("backup/step-*")) and not list(workdir.glob("checkpoints/*"))
+
+
+@pytest.mark.parametrize("loss", ["contrastive", "triplet_hard"])
+def test_open_set_split_and_other_losses_train_from_a_store(
+    digits_folder_and_store, tmp_path, loss
+):
+    import tensorflow as tf
+
+    from trainers import metric_learning
+    from trainers.config import TrainConfig
+
+    _, store = digits_folder_and_store
+    config = TrainConfig(
+        dataset=f"prepared:{store}",
+        split_by="class",
+        loss=loss,
+        classes_per_batch=4,
+        samples_per_class=4,
+        epochs=1,
+        steps_per_epoch=3,
+        calibration_fraction=0.2,
+        test_fraction=0.2,
+        calibration_pairs=50,
+        test_pairs=50,
+    )
+    data = metric_learning.prepare_data(config)
+    assert not data.train.in_memory and not data.test.in_memory
+    report = metric_learning.train_and_evaluate(
+        config, str(tmp_path), tf.distribute.get_strategy(), data=data, verbose=0
+    )
+    assert report["steps"] == 3 and report["one_nn_accuracy"] is None
+    assert 0.0 <= report["test"]["auc"] <= 1.0
