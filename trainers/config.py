@@ -25,8 +25,10 @@ class TrainConfig:
       manual_dir: where a TFDS builder finds the files you downloaded yourself.
       data_dir: where TFDS keeps prepared datasets.
       image_size: resize images to SxS pixels; 0 keeps the native size.
-      split_by: `example` (calibration and test hold other images of the training classes) or
-        `class` (they hold classes training never sees: the open-set protocol).
+      split_by: `example` (calibration and test hold other images of the training classes),
+        `class` (they hold classes training never sees: the open-set protocol) or `group` (they
+        hold whole groups of classes training never sees, e.g. Omniglot alphabets; needs a
+        dataset with groups: nested GROUP/CLASS/ folders or a TFDS `alphabet` feature).
       calibration_fraction: share of the data (examples or classes) held out to calibrate the
         threshold and select the model.
       test_fraction: share of the data (examples or classes) held out for the final report.
@@ -140,8 +142,9 @@ class TrainConfig:
         total = self.epochs * self.steps_per_epoch
         return min(total, self.max_steps) if self.max_steps else total
 
-    def split(self, labels) -> Splits:
-        """Train / calibration / test rows of a dataset with these labels, as this run splits it.
+    def split(self, labels, groups=None) -> Splits:
+        """Train / calibration / test rows of a dataset with these labels (and groups), as this
+        run splits it.
 
         The one place the split is drawn, so evaluation rebuilds exactly what training used.
 
@@ -154,6 +157,7 @@ class TrainConfig:
             test_fraction=self.test_fraction,
             seed=self.seed,
             split_by=self.split_by,
+            groups=groups,
         )
 
     @classmethod

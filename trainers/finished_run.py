@@ -202,7 +202,7 @@ def load_split(
         )
     if split == "all":
         return SplitData(split, source.decoded_images(), source.labels, source.class_names)
-    splits = config.split(source.labels)
+    splits = config.split(source.labels, source.groups)
     if run.split_sizes is not None and splits.sizes() != run.split_sizes:
         raise InputError(
             f"dataset {config.dataset!r} no longer splits as it did in training "

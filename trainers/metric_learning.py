@@ -75,7 +75,7 @@ def prepare_data(config: TrainConfig) -> PreparedData:
         manual_dir=config.manual_dir,
         data_dir=config.data_dir,
     )
-    splits = config.split(source.labels)
+    splits = config.split(source.labels, source.groups)
     train = source.take(splits.train)
     if config.rotate_classes:
         # Training classes only: calibration and test classes stay upright.

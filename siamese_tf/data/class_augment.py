@@ -65,4 +65,6 @@ def rotated_classes(
         name=f"{source.name}+rotated",
         image_shape=source.image_shape,
         class_names=class_names,
+        groups=None if source.groups is None else np.tile(source.groups, 1 + len(turns)),
+        group_names=source.group_names,
     )

@@ -69,10 +69,13 @@ class Source:
         and is required for encoded or stored ones. A uint8 source whose `image_shape` differs
         from its stored (h, w) is resized in `map_fn`.
       class_names: optional name of each label value (index = label), e.g. folder names.
+      groups: optional int64 [N], a group per example that holds whole classes (Omniglot's
+        alphabet, a folder's top level): `--split_by=group` holds out whole groups.
+      group_names: optional name of each group value.
 
     Raises:
-      InputError: empty, mismatched lengths, non-integer labels, or images that are neither
-        uint8 [N, H, W, C], encoded bytes nor stored rows.
+      InputError: empty, mismatched lengths, non-integer labels or groups, a class in two
+        groups, or images that are neither uint8 [N, H, W, C], encoded bytes nor stored rows.
     """
 
     images: np.ndarray | StoredRows
@@ -80,6 +83,8 @@ class Source:
     name: str = "arrays"
     image_shape: tuple | None = None
     class_names: tuple | None = None
+    groups: np.ndarray | None = None
+    group_names: tuple | None = None
 
     def __post_init__(self):
         images = self.images
@@ -121,6 +126,15 @@ class Source:
                     f"image_shape {self.image_shape} does not fit stored images {stored_shape}: "
                     "only height and width can change"
                 )
+        if self.groups is not None:
+            groups = as_int_labels(self.groups)
+            if groups.size != labels.size:
+                raise InputError(
+                    f"source {self.name!r}: {groups.size} groups for {labels.size} examples"
+                )
+            object.__setattr__(self, "groups", groups)
+        if self.group_names is not None:
+            object.__setattr__(self, "group_names", tuple(str(n) for n in self.group_names))
         object.__setattr__(self, "images", images)
         object.__setattr__(self, "labels", labels)
         object.__setattr__(self, "image_shape", shape)
@@ -181,7 +195,8 @@ class Source:
         """The sub-source of the given rows (same storage kind, same image shape)."""
         rows = _as_rows(rows)
         images = self.images[rows] if self.in_memory else self.images.take(rows)
-        return dataclasses.replace(self, images=images, labels=self.labels[rows])
+        groups = None if self.groups is None else self.groups[rows]
+        return dataclasses.replace(self, images=images, labels=self.labels[rows], groups=groups)
 
     def decoded_batches(self, rows=None, batch_size: int = 256) -> Iterator[np.ndarray]:
         """Decoded uint8 images [≤ batch_size, H, W, C] of `rows` (all when None), in order.

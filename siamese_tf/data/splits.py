@@ -1,4 +1,5 @@
-"""Seeded train / calibration / test splits, by example (closed set) or by class (open set)."""
+"""Seeded train / calibration / test splits: by example (closed set), by class (open set), or
+by group (held-out groups of classes, e.g. whole alphabets: transfer to new domains)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from sklearn.model_selection import train_test_split
 
 from siamese_tf.errors import InputError
 
-SPLIT_BY = ("example", "class")
+SPLIT_BY = ("example", "class", "group")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,25 +37,31 @@ def split_indices(
     test_fraction: float,
     seed: int,
     split_by: str = "example",
+    groups=None,
 ) -> Splits:
     """Splits rows into train / calibration / test.
 
     `split_by="example"` stratifies by label, so every class appears in every split (closed set).
     `split_by="class"` assigns whole classes to splits, so calibration and test classes are never
     seen in training (the open-set protocol of verification and one-shot learning).
+    `split_by="group"` assigns whole groups (`groups`, e.g. Omniglot's alphabets) to splits, so
+    calibration and test classes come from groups training never sees: model selection then
+    measures transfer to a new domain, not to new classes of known ones.
 
     Args:
       labels: integer labels [N].
       calibration_fraction: fraction of examples (or classes) for threshold calibration.
       test_fraction: fraction of examples (or classes) held out for the final report.
       seed: integer seed.
-      split_by: "example" or "class".
+      split_by: "example", "class" or "group".
+      groups: integer group per row [N]; required by `split_by="group"`.
 
     Returns:
       The three sorted index arrays.
 
     Raises:
-      InputError: fractions out of range, unknown `split_by`, or too few classes / examples.
+      InputError: fractions out of range, unknown `split_by`, no groups for a group split, or
+        too few classes / examples / groups.
     """
     labels = np.asarray(labels).reshape(-1)
     for name, value in (
@@ -82,10 +89,28 @@ def split_indices(
                 rest, test_size=test_share, random_state=seed + 1, stratify=labels[rest]
             )
         else:
-            classes = np.unique(labels)
-            train_c, rest_c = train_test_split(classes, test_size=held_out, random_state=seed)
-            cal_c, test_c = train_test_split(rest_c, test_size=test_share, random_state=seed + 1)
-            train, calibration, test = (rows[np.isin(labels, c)] for c in (train_c, cal_c, test_c))
+            units = labels if split_by == "class" else _checked_groups(groups, labels)
+            values = np.unique(units)
+            train_u, rest_u = train_test_split(values, test_size=held_out, random_state=seed)
+            cal_u, test_u = train_test_split(rest_u, test_size=test_share, random_state=seed + 1)
+            train, calibration, test = (rows[np.isin(units, u)] for u in (train_u, cal_u, test_u))
     except ValueError as err:  # sklearn: a class too small to stratify, or too few classes.
         raise InputError(f"cannot split the data by {split_by}: {err}") from None
     return Splits(np.sort(train), np.sort(calibration), np.sort(test))
+
+
+def _checked_groups(groups, labels) -> np.ndarray:
+    """The groups of a group split, checked: one per row, and every class in one group."""
+    if groups is None:
+        raise InputError(
+            "split_by=group needs group labels, and this dataset has none (they come from "
+            "nested class folders GROUP/CLASS/, or a TFDS 'group' / 'alphabet' feature); "
+            "use --split_by=class"
+        )
+    groups = np.asarray(groups).reshape(-1)
+    if groups.size != labels.size:
+        raise InputError(f"{groups.size} group labels for {labels.size} examples")
+    pairs = np.unique(np.stack([labels, groups]), axis=1)
+    if pairs.shape[1] != np.unique(labels).size:
+        raise InputError("split_by=group needs every class inside one group; some span several")
+    return groups

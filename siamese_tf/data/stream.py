@@ -30,15 +30,37 @@ class SourceStream:
     Attributes:
       name: the dataset's name.
       encoded: chunks hold encoded bytes (else uint8 [n, h, w, c]).
-      chunks: iterator of `(items, labels, names)`; `names` (per-item file or example names
-        for error messages) may be None.
+      chunks: iterator of `(items, labels, names)` or `(items, labels, names, groups)`;
+        `names` (per-item file or example names for error messages) may be None, `groups`
+        (int group per item, see `Source.groups`) is given by every chunk or by none.
       class_names: optional name of each label value.
+      group_names: optional name of each group value.
     """
 
     name: str
     encoded: bool
     chunks: Iterator
     class_names: list | None = None
+    group_names: list | None = None
+
+
+def chunk_parts(chunk) -> tuple:
+    """`(items, labels, names, groups)` of a chunk; groups None when the chunk has none."""
+    items, labels, names, *rest = chunk
+    return items, labels, names, (rest[0] if rest else None)
+
+
+def collect_groups(parts: list, name: str) -> np.ndarray | None:
+    """All chunks' groups as one int64 array, None when no chunk has groups.
+
+    Raises:
+      InputError: some chunks carry groups and others do not.
+    """
+    if all(p is None for p in parts):
+        return None
+    if any(p is None for p in parts):
+        raise InputError(f"{name}: some chunks carry group labels and others do not")
+    return np.concatenate([np.asarray(p, np.int64) for p in parts])
 
 
 class ImageSurvey:
@@ -142,9 +164,11 @@ def assemble(stream: SourceStream, image_size: int = 0, storage: str = "auto") -
     if storage not in STORAGES:
         raise InputError(f"storage must be one of {STORAGES}, got {storage!r}")
     survey = ImageSurvey(stream.name, stream.encoded, image_size)
-    parts, labels = [], []
-    for items, chunk_labels, names in stream.chunks:
+    parts, labels, groups = [], [], []
+    for chunk in stream.chunks:
+        items, chunk_labels, names, chunk_groups = chunk_parts(chunk)
         labels.append(survey.add(items, chunk_labels, names))
+        groups.append(chunk_groups)
         parts.append(np.asarray(items, dtype=object) if stream.encoded else np.asarray(items))
     shape = survey.image_shape()
     if stream.encoded:
@@ -152,5 +176,13 @@ def assemble(stream: SourceStream, image_size: int = 0, storage: str = "auto") -
         images[:] = [item for part in parts for item in part]
     else:
         images = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    source = Source(images, np.concatenate(labels), stream.name, shape, stream.class_names)
+    source = Source(
+        images,
+        np.concatenate(labels),
+        stream.name,
+        shape,
+        stream.class_names,
+        collect_groups(groups, stream.name),
+        stream.group_names,
+    )
     return source.with_storage(storage)

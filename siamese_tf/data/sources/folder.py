@@ -26,6 +26,9 @@ def _class_folders(root: pathlib.Path) -> list[tuple[str, list[pathlib.Path]]]:
 def folder_stream(path: str) -> SourceStream:
     """An image folder: each sub-folder holding files is a class (named by its relative path).
 
+    When every class folder sits below a group folder (`GROUP/CLASS/files`, e.g. Omniglot's
+    `Alphabet/character01/`), the top-level folders are the examples' groups.
+
     Every non-hidden file in a class folder must be a PNG, JPEG, BMP or GIF image (checked by
     content); files directly in `path` are ignored (a README may sit there). Classes are
     numbered in sorted order of their names.
@@ -48,6 +51,26 @@ def folder_stream(path: str) -> SourceStream:
                 except OSError as err:
                     raise InputError(f"cannot read image file {file}: {err.strerror}") from None
             labels = np.array([label for _, label in part], np.int64)
-            yield items, labels, [str(f) for f, _ in part]
+            if group_of is None:
+                yield items, labels, [str(f) for f, _ in part]
+            else:
+                yield items, labels, [str(f) for f, _ in part], group_of[labels]
 
-    return SourceStream(f"folder:{path}", True, chunks(), [name for name, _ in classes])
+    class_names = [name for name, _ in classes]
+    group_of, group_names = _top_level_groups(class_names)
+    return SourceStream(f"folder:{path}", True, chunks(), class_names, group_names)
+
+
+def _top_level_groups(class_names: list[str]) -> tuple:
+    """Groups from nested class folders: `GROUP/CLASS/image` puts CLASS in GROUP.
+
+    Returns:
+      (group of each class, group names), or (None, None) unless every class folder sits
+      below a group folder (e.g. `Alphabet/character01/`).
+    """
+    tops = [name.split("/", 1)[0] for name in class_names]
+    if not all("/" in name for name in class_names):
+        return None, None
+    group_names = sorted(set(tops))
+    position = {name: i for i, name in enumerate(group_names)}
+    return np.array([position[t] for t in tops], np.int64), group_names

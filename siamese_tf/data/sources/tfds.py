@@ -9,6 +9,8 @@ from siamese_tf.data.stream import CHUNK, SourceStream
 from siamese_tf.errors import InputError
 
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+# A ClassLabel feature of one of these names gives the examples' groups (Source.groups).
+GROUP_FEATURES = ("group", "alphabet")
 
 
 def parse_tfds_spec(arg: str) -> tuple[str, str]:
@@ -26,7 +28,10 @@ def parse_tfds_spec(arg: str) -> tuple[str, str]:
 
 
 def tfds_stream(arg: str, *, data_dir: str = "", manual_dir: str = "") -> SourceStream:
-    """A TFDS split; images stay encoded when the feature is a `tfds.features.Image`."""
+    """A TFDS split; images stay encoded when the feature is a `tfds.features.Image`.
+
+    A `ClassLabel` feature named `group` or `alphabet` (Omniglot) becomes the examples' groups.
+    """
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
@@ -57,20 +62,28 @@ def tfds_stream(arg: str, *, data_dir: str = "", manual_dir: str = "") -> Source
             f"cannot read tfds:{name} split {split!r} from {builder.data_dir}: {detail}. "
             "Build it first (tfds build, or pass manual_dir / --manual_dir for a local builder)"
         ) from None
-    ds = ds.map(lambda ex: (ex[image_key], ex[label_key])).batch(CHUNK)
+    group_key = next(
+        (
+            key
+            for key in GROUP_FEATURES
+            if key in features and isinstance(features[key], tfds.features.ClassLabel)
+        ),
+        None,
+    )
+    group_names = list(features[group_key].names) if group_key else None
+    ds = ds.map(
+        lambda ex: (ex[image_key], ex[label_key], ex[group_key] if group_key else ex[label_key])
+    ).batch(CHUNK)
     label_feature = features[label_key]
     is_class_label = isinstance(label_feature, tfds.features.ClassLabel)
     names = list(label_feature.names) if is_class_label else None
 
     def chunks():
         seen = 0
-        for images, labels in ds.as_numpy_iterator():
+        for images, labels, groups in ds.as_numpy_iterator():
             items = list(images) if encoded else as_uint8_images(images, f"tfds:{name}")
-            yield (
-                items,
-                labels,
-                [f"tfds:{name}:{split} example {seen + i}" for i in range(len(labels))],
-            )
+            names_ = [f"tfds:{name}:{split} example {seen + i}" for i in range(len(labels))]
+            yield (items, labels, names_, groups) if group_key else (items, labels, names_)
             seen += len(labels)
 
-    return SourceStream(f"tfds:{name}:{split}", encoded, chunks(), names)
+    return SourceStream(f"tfds:{name}:{split}", encoded, chunks(), names, group_names)

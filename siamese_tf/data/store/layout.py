@@ -3,8 +3,9 @@
     DIR/store.json          format, version, image metadata, shard list, the index's size and
                             SHA-256; written last, so a folder without it is not a store
     DIR/index.npz           per record: label (int64), shard (int32), offset (int64),
-                            length (int64), crc32 (uint32); and the class index: class_labels,
-                            class_starts, class_counts, class_order (record ids grouped by class)
+                            length (int64), crc32 (uint32), optionally groups (int64); and the
+                            class index: class_labels, class_starts, class_counts, class_order
+                            (record ids grouped by class)
     DIR/records-NNNNN.bin   record payloads back to back: the image as the source stores it
                             (encoded file bytes, or raw uint8 h·w·c bytes)
 
@@ -30,6 +31,8 @@ INDEX_FILE = "index.npz"
 LEGACY_INDEX_FILE = "index.json"
 INDEX_ARRAYS = ("labels", "shard", "offset", "length", "crc32")
 CLASS_ARRAYS = ("class_labels", "class_starts", "class_counts", "class_order")
+# Optional: the group of each record (see `Source.groups`), when the dataset has groups.
+GROUPS_ARRAY = "groups"
 # Marks a store error raised inside the input pipeline, so the trainer can find it again in
 # the TensorFlow error that wraps it (see `marked` and `store_error_from`).
 ERROR_MARK = "[prepared store] "
@@ -126,6 +129,7 @@ def read_index(path: str, meta: dict) -> dict:
         )
     with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
         index = {name: arrays[name] for name in INDEX_ARRAYS + CLASS_ARRAYS}
+        index[GROUPS_ARRAY] = arrays[GROUPS_ARRAY] if GROUPS_ARRAY in arrays.files else None
     n = int(meta["num_examples"])
     if any(index[name].shape != (n,) for name in INDEX_ARRAYS):
         raise StoreError(f"{path}: {INDEX_FILE} does not hold {n} records; re-run launch.prepare")

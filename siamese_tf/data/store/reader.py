@@ -41,6 +41,7 @@ class RecordStore:
         self.meta = layout.read_meta(self.path)
         index = layout.read_index(self.path, self.meta)
         self.labels = index["labels"]
+        self.groups = index[layout.GROUPS_ARRAY]
         self._shard = index["shard"]
         self._offset = index["offset"]
         self._length = index["length"]
@@ -208,4 +209,6 @@ def open_store(path: str, *, image_size: int = 0) -> Source:
         name=store.meta["name"],
         image_shape=(height, width, channels),
         class_names=store.meta["class_names"],
+        groups=store.groups,
+        group_names=store.meta.get("group_names"),
     )

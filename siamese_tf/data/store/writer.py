@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from siamese_tf.data.class_index import ClassIndex
 from siamese_tf.data.store import layout
-from siamese_tf.data.stream import ImageSurvey, SourceStream
+from siamese_tf.data.stream import ImageSurvey, SourceStream, chunk_parts, collect_groups
 from siamese_tf.errors import InputError
 
 DEFAULT_SHARD_BYTES = 256 << 20
@@ -36,8 +36,9 @@ class _ShardedRecords:
         self.shards: list[dict] = []
         self._file = None
         self._columns = {name: [] for name in layout.INDEX_ARRAYS}
+        self._groups: list = []
 
-    def add(self, items, labels) -> None:
+    def add(self, items, labels, groups=None) -> None:
         offsets, lengths, crcs, shard_ids = [], [], [], []
         for item in items:
             data = item if isinstance(item, (bytes, bytearray)) else np.asarray(item).tobytes()
@@ -56,6 +57,7 @@ class _ShardedRecords:
         self._columns["offset"].append(np.asarray(offsets, np.int64))
         self._columns["length"].append(np.asarray(lengths, np.int64))
         self._columns["crc32"].append(np.asarray(crcs, np.uint32))
+        self._groups.append(groups)
 
     def _next_shard(self) -> None:
         self.close()
@@ -68,12 +70,15 @@ class _ShardedRecords:
             self._file.close()
             self._file = None
 
-    def index(self) -> dict:
-        """The per-record columns and the class index, as arrays."""
+    def index(self, name: str) -> dict:
+        """The per-record columns (and groups, when the stream has them) and the class index."""
         columns = {
             name: np.concatenate(parts) if parts else np.zeros(0, np.int64)
             for name, parts in self._columns.items()
         }
+        groups = collect_groups(self._groups, name)
+        if groups is not None:
+            columns[layout.GROUPS_ARRAY] = groups
         classes = ClassIndex.from_labels(columns["labels"])
         columns.update(
             class_labels=classes.class_labels.astype(np.int64),
@@ -173,12 +178,13 @@ def _write(stream: SourceStream, folder: str, image_size: int, shard_bytes: int)
     survey = ImageSurvey(stream.name, stream.encoded, image_size)
     records = _ShardedRecords(folder, shard_bytes)
     try:
-        for items, labels, names in _read_ahead(stream.chunks):
-            records.add(items, survey.add(items, labels, names))
+        for chunk in _read_ahead(stream.chunks):
+            items, labels, names, groups = chunk_parts(chunk)
+            records.add(items, survey.add(items, labels, names), groups)
     finally:
         records.close()
     image_shape = survey.image_shape()  # Raises on an empty stream.
-    index = records.index()
+    index = records.index(stream.name)
     index_bytes = layout.npz_bytes(index)
     with tf.io.gfile.GFile(layout.join(folder, layout.INDEX_FILE), "wb") as f:
         f.write(index_bytes)
@@ -192,6 +198,7 @@ def _write(stream: SourceStream, folder: str, image_size: int, shard_bytes: int)
         if survey.stored_shape is None
         else [int(d) for d in survey.stored_shape],
         "class_names": None if stream.class_names is None else [str(n) for n in stream.class_names],
+        "group_names": None if stream.group_names is None else [str(n) for n in stream.group_names],
         "num_examples": int(index["labels"].size),
         "num_classes": int(index["class_labels"].size),
         "shards": records.shards,
