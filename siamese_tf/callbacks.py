@@ -1,4 +1,5 @@
-"""Keras callbacks: per-epoch ROC threshold calibration and the metrics.jsonl log."""
+"""Keras callbacks: per-epoch ROC threshold calibration, one-shot validation, the metrics.jsonl
+log and a stalled-learning notice."""
 
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
+from siamese_tf.data.episodes import episode_rows, source_episodes
+from siamese_tf.data.source import Source
+from siamese_tf.errors import InputError
 from siamese_tf.evaluation import metrics as eval_metrics
-from siamese_tf.inference import pair_set_distances
+from siamese_tf.evaluation.oneshot import n_way_k_shot_accuracy
+from siamese_tf.inference import embed, pair_set_distances
 
 # Stable TensorBoard names of the calibration summaries (under `<log_dir>/calibration`).
 SUMMARY_SUBDIR = "calibration"
@@ -244,3 +249,72 @@ class MetricsJsonl(keras.callbacks.Callback):
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+
+class OneShotValidation(keras.callbacks.Callback):
+    """Per-epoch N-way 1-shot accuracy on held-out classes: the model-selection metric.
+
+    A fixed, seeded set of episodes is drawn once from the validation split (each: N classes,
+    one support and one query image each; a query takes the class of its nearest support);
+    every epoch embeds the rows those episodes use, once each, and adds the accuracy to the
+    epoch's `logs` as `{prefix}oneshot_{N}way` — beside the ROC figures, so History,
+    TensorBoard, `metrics.jsonl` and early stopping see it. Runs on host.
+
+    Args:
+      images: the validation split, a `siamese_tf.data.Source` (read a batch at a time) or
+        decoded uint8 images [n, H, W, C].
+      labels: its labels [n]; None with a `Source`.
+      ways: N, classes per episode (>= 2).
+      episodes: number of episodes.
+      seed: the episodes' seed.
+      batch_size: images per forward pass.
+      prefix: log name prefix.
+
+    Raises:
+      InputError: fewer than `ways` validation classes with two or more images.
+    """
+
+    def __init__(
+        self, images, labels=None, ways=20, episodes=1000, seed=0, batch_size=512, prefix="val_"
+    ):
+        super().__init__()
+        if isinstance(images, Source):
+            labels = images.labels
+        if int(ways) < 2:
+            raise InputError(f"one-shot validation needs ways >= 2, got {ways}")
+        drawn = source_episodes(labels, int(ways), 1, 1, int(episodes), seed)
+        self.rows, self.support, self.query = episode_rows(drawn)
+        self.targets = drawn.query_targets
+        self.images = images.take(self.rows) if isinstance(images, Source) else images[self.rows]
+        self.batch_size = batch_size
+        self.name = f"{prefix}oneshot_{int(ways)}way"
+
+    def accuracy(self) -> float:
+        """The episodes' accuracy with the model as it is now."""
+        embeddings = embed(self.model, self.images, self.batch_size)
+        if not np.all(np.isfinite(embeddings)):
+            return float("nan")  # A diverged model: the NaN guard reports it.
+        return n_way_k_shot_accuracy(embeddings[self.support], embeddings[self.query], self.targets)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs[self.name] = self.accuracy()
+
+
+class StalledLearning(keras.callbacks.Callback):
+    """Says so, once per epoch, when no triplet was active in a whole epoch.
+
+    On small or easy data the semi-hard loss can reach 0 early (every mined triplet already
+    satisfies the margin): the remaining steps change nothing. Keras' mean of the model's
+    `active_triplet_fraction` over the epoch is then exactly 0.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs and logs.get("active_triplet_fraction") == 0.0:
+            log.warning(
+                "epoch %d: no triplet was active in any batch (loss %.3g): training has stopped "
+                "learning; stop it (--early_stopping_patience) or make the task harder (a larger "
+                "--margin, more --classes_per_batch)",
+                epoch + 1,
+                float(logs.get("loss", 0.0)),
+            )

@@ -61,6 +61,9 @@ class TrainConfig:
       threshold_rule: how the threshold is chosen on the ROC curve: `eer`, `max_accuracy`,
         `youden` or `far=X` (e.g. `far=1e-3`).
       eval_batch_size: batch size when embedding calibration, test and gallery images.
+      oneshot_ways: N of the per-epoch N-way 1-shot validation episodes (>= 2).
+      oneshot_episodes: N-way 1-shot episodes drawn once from the calibration split and scored
+        every epoch as `val_oneshot_<N>way` (the selection metric of open-set runs); 0: off.
     """
 
     dataset: str = "digits"
@@ -96,6 +99,8 @@ class TrainConfig:
     test_pairs: int = 4000
     threshold_rule: str = "eer"
     eval_batch_size: int = 512
+    oneshot_ways: int = 20
+    oneshot_episodes: int = 0
 
     def __post_init__(self):
         positive = (
@@ -121,6 +126,10 @@ class TrainConfig:
             raise InputError(
                 f"classes_per_batch must be >= 2 to form negatives, got {self.classes_per_batch}"
             )
+        if self.oneshot_ways < 2:
+            raise InputError(f"oneshot_ways must be >= 2, got {self.oneshot_ways}")
+        if self.oneshot_episodes < 0:
+            raise InputError(f"oneshot_episodes must be >= 0, got {self.oneshot_episodes}")
         if self.max_steps < 0 or self.save_every_steps < 0:
             raise InputError("max_steps and save_every_steps must be >= 0 (0 disables them)")
         if self.lr_schedule not in LR_SCHEDULES:

@@ -15,7 +15,12 @@ import numpy as np
 import tensorflow as tf
 
 from siamese_tf import losses as losses_lib
-from siamese_tf.callbacks import MetricsJsonl, ThresholdCalibration
+from siamese_tf.callbacks import (
+    MetricsJsonl,
+    OneShotValidation,
+    StalledLearning,
+    ThresholdCalibration,
+)
 from siamese_tf.checkpointing import TrainingState
 from siamese_tf.data import (
     Source,
@@ -92,9 +97,17 @@ def prepare_data(config: TrainConfig) -> PreparedData:
             f"samples_per_class={config.samples_per_class} exceeds the largest training class "
             f"({counts.max()} examples); lower --samples_per_class"
         )
-    return PreparedData(
-        source, splits, train, source.take(splits.calibration), source.take(splits.test)
-    )
+    calibration = source.take(splits.calibration)
+    if config.oneshot_episodes:
+        counts = np.unique(calibration.labels, return_counts=True)[1]
+        usable = int(np.sum(counts >= 2))
+        if usable < config.oneshot_ways:
+            raise InputError(
+                f"--oneshot_ways={config.oneshot_ways} needs as many calibration classes with 2+ "
+                f"examples; the calibration split has {usable}: lower --oneshot_ways or raise "
+                "--calibration_fraction"
+            )
+    return PreparedData(source, splits, train, calibration, source.take(splits.test))
 
 
 def learning_rate(config: TrainConfig):
@@ -301,6 +314,18 @@ def _train_and_report(config, workdir, strategy, data, model, state, chief, verb
             log_dir=wd.path(workdir, wd.LOGS) if chief else None,
         )
     ]
+    if config.oneshot_episodes:
+        callbacks.append(
+            OneShotValidation(
+                data.calibration,
+                ways=config.oneshot_ways,
+                episodes=config.oneshot_episodes,
+                seed=config.seed + 7,
+                batch_size=config.eval_batch_size,
+            )
+        )
+    if config.loss in TRIPLET_LOSSES:
+        callbacks.append(StalledLearning())
     if chief:
         callbacks += [
             MetricsJsonl(wd.path(workdir, wd.METRICS), config.steps_per_epoch),

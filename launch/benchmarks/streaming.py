@@ -52,10 +52,12 @@ def _jpeg_dataset(start: int, count: int):
     import tensorflow as tf
 
     def make(i):  # Runs in the input pipeline.
-        seed = tf.stack([i, tf.constant(17, tf.int64)])
-        base = tf.random.stateless_uniform([14, 14, 3], seed=seed, maxval=255.0)
+        pattern_seed, noise_seed = tf.unstack(
+            tf.random.experimental.stateless_split(tf.stack([i, tf.constant(17, tf.int64)]), 2)
+        )
+        base = tf.random.stateless_uniform([14, 14, 3], seed=pattern_seed, maxval=255.0)
         image = tf.image.resize(base[None], [IMAGE_SIZE, IMAGE_SIZE], method="bicubic")[0]
-        image += tf.random.stateless_normal(image.shape, seed=seed + 1, stddev=20.0)
+        image += tf.random.stateless_normal(image.shape, seed=noise_seed, stddev=20.0)
         return tf.io.encode_jpeg(tf.cast(tf.clip_by_value(image, 0, 255), tf.uint8), quality=95)
 
     return (
