@@ -33,6 +33,7 @@ from siamese_tf.evaluation.retrieval import nearest_neighbour_accuracy
 from siamese_tf.heads import PairClassifierHead
 from siamese_tf.inference import embed, pair_set_distances
 from siamese_tf.models import UNCALIBRATED, SiameseModel, build_encoder
+from trainers import run_outputs, small_data
 from trainers import workdir as wd
 from trainers.config import TrainConfig
 from trainers.training_loop import fit_resumable
@@ -49,20 +50,36 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class PreparedData:
-    """The loaded, split and validated data of a run (nothing written yet)."""
+    """The loaded, split and validated data of a run (nothing written yet).
+
+    `config` is the config fitted to the data (`trainers.small_data`): the one to run and
+    record; `notes` say which defaults it adapted.
+    """
 
     source: Source
     splits: Splits
     train: Source
     calibration: Source
     test: Source
+    config: TrainConfig | None = None
+    notes: tuple = ()
 
 
-def prepare_data(config: TrainConfig) -> PreparedData:
+def prepare_data(config: TrainConfig, adaptable=(), replicas: int = 1) -> PreparedData:
     """Loads and splits the data and checks the config against it. Writes nothing.
 
+    Args:
+      config: the run's config.
+      adaptable: names of config fields left at their defaults, which may be fitted to small
+        data (`trainers.small_data`); the others are checked and refused with the fix.
+      replicas: replicas in sync (P must be a multiple of them).
+
+    Returns:
+      The data, with the fitted config and the notes on what was adapted.
+
     Raises:
-      InputError: an unknown dataset or loss, or P / K larger than the data allows.
+      InputError: an unknown dataset or loss, or data the config cannot serve (the message
+        names the split, the count and the flag value that fixes it).
     """
     if config.loss not in TRIPLET_LOSSES and config.loss not in PAIR_LOSSES:
         known = ", ".join([*TRIPLET_LOSSES, *PAIR_LOSSES])
@@ -74,25 +91,19 @@ def prepare_data(config: TrainConfig) -> PreparedData:
         manual_dir=config.manual_dir,
         data_dir=config.data_dir,
     )
+    small_data.check_classes(source)
+    config, notes = small_data.fit_split(config, source, adaptable)
     splits = config.split(source.labels)
     train = source.take(splits.train)
     if config.rotate_classes:
         # Training classes only: calibration and test classes stay upright.
         train = rotated_classes(train, label_offset=int(source.labels.max()) + 1)
-    counts = np.unique(train.labels, return_counts=True)[1]
-    eligible = int(np.sum(counts >= 2))
-    if config.loss in TRIPLET_LOSSES and config.classes_per_batch > eligible:
-        raise InputError(
-            f"classes_per_batch={config.classes_per_batch} exceeds the {eligible} training "
-            f"classes with 2+ examples; lower --classes_per_batch"
-        )
-    if config.loss in TRIPLET_LOSSES and config.samples_per_class > counts.max():
-        raise InputError(
-            f"samples_per_class={config.samples_per_class} exceeds the largest training class "
-            f"({counts.max()} examples); lower --samples_per_class"
-        )
+    config, batch_notes = small_data.fit_batch(config, train, adaptable, replicas)
+    calibration, test = source.take(splits.calibration), source.take(splits.test)
+    small_data.check_held_out("calibration", calibration, config)
+    small_data.check_held_out("test", test, config)
     return PreparedData(
-        source, splits, train, source.take(splits.calibration), source.take(splits.test)
+        source, splits, train, calibration, test, config=config, notes=(*notes, *batch_notes)
     )
 
 
@@ -168,13 +179,22 @@ def make_train_dataset(config: TrainConfig, train: Source, strategy, start_step:
     return distribute_pk_dataset(strategy, make, config.classes_per_batch, start_step)
 
 
-def evaluate_test(model: SiameseModel, config: TrainConfig, data: PreparedData) -> dict:
-    """The final report on the test split at the calibrated threshold (never tuned on test)."""
+def evaluate_test(
+    model: SiameseModel, config: TrainConfig, data: PreparedData, workdir: str | None = None
+) -> dict:
+    """The final report on the test split at the calibrated threshold (never tuned on test).
+
+    With `workdir`, also writes the run's plots (`trainers.run_outputs.write_run_plots`).
+    """
     pairs = fixed_pairs(data.test.labels, config.test_pairs, seed=config.seed + 2)
     test_images = data.test.decoded_images()
     distances = pair_set_distances(model, test_images, pairs, config.eval_batch_size)
     threshold = float(model.threshold.numpy())
     report = {"test": eval_metrics.verification_report(distances, pairs.same, threshold)}
+    if workdir is not None:
+        run_outputs.write_run_plots(
+            workdir, distances, pairs.same, threshold, wd.path(workdir, wd.METRICS)
+        )
     if config.split_by == "example":
         report["one_nn_accuracy"] = nearest_neighbour_accuracy(
             embed(model, test_images, config.eval_batch_size),
@@ -219,7 +239,7 @@ def train_and_evaluate(
       workdir: the run directory (created if missing).
       strategy: the `tf.distribute.Strategy` to build and train under.
       data: already prepared data (from `prepare_data`), else prepared here.
-      verbose: Keras `fit` verbosity (1: progress bar).
+      verbose: 0 silent, 1 Keras' progress bar, 2 one plain line per epoch (for logs in files).
       preemption: a `siamese_tf.checkpointing.PreemptionSignal`, or None.
 
     Returns:
@@ -280,6 +300,9 @@ def _train_and_report(config, workdir, strategy, data, model, state, chief, verb
             MetricsJsonl(wd.path(workdir, wd.METRICS), config.steps_per_epoch),
             keras.callbacks.TensorBoard(wd.path(workdir, wd.LOGS), write_graph=False),
         ]
+    if verbose == 2:  # One plain line per epoch instead of Keras' progress bar.
+        callbacks.append(run_outputs.EpochLine(config.epochs, config.steps_per_epoch))
+        verbose = 0
     start = time.perf_counter()
     result = fit_resumable(
         model,
@@ -303,7 +326,7 @@ def _train_and_report(config, workdir, strategy, data, model, state, chief, verb
     if float(model.threshold.numpy()) == UNCALIBRATED:
         callbacks[0].set_model(model)
         callbacks[0].calibrate()  # A resumed, already finished run: calibrate once more.
-    report = evaluate_test(model, config, data)
+    report = evaluate_test(model, config, data, workdir=workdir if chief else None)
     report.update(
         train_seconds=round(train_seconds, 2),
         start_step=result.start_step,

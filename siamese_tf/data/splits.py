@@ -86,6 +86,27 @@ def split_indices(
             train_c, rest_c = train_test_split(classes, test_size=held_out, random_state=seed)
             cal_c, test_c = train_test_split(rest_c, test_size=test_share, random_state=seed + 1)
             train, calibration, test = (rows[np.isin(labels, c)] for c in (train_c, cal_c, test_c))
-    except ValueError as err:  # sklearn: a class too small to stratify, or too few classes.
-        raise InputError(f"cannot split the data by {split_by}: {err}") from None
+    except ValueError:  # sklearn: a class too small to stratify, or too few classes.
+        raise InputError(
+            _split_failure(labels, calibration_fraction, test_fraction, split_by)
+        ) from None
     return Splits(np.sort(train), np.sort(calibration), np.sort(test))
+
+
+def _split_failure(labels, calibration_fraction, test_fraction, split_by) -> str:
+    """Why `split_indices` could not split, in the user's terms (never scikit-learn's text)."""
+    classes, counts = np.unique(labels, return_counts=True)
+    fractions = f"calibration_fraction={calibration_fraction}, test_fraction={test_fraction}"
+    if split_by == "class":
+        return (
+            f"cannot give the training, calibration and test splits a class each: the data has "
+            f"{classes.size} classes ({fractions}); split_by=class needs at least 6 classes "
+            "(2 per split), or use --split_by=example"
+        )
+    smallest = np.argsort(counts, kind="stable")[:5]
+    shown = ", ".join(f"label {classes[i]}: {counts[i]}" for i in smallest)
+    return (
+        f"cannot put every class in the training, calibration and test splits "
+        f"(split_by=example, {fractions}): the smallest classes have too few examples "
+        f"({shown}); remove the smallest classes, or use --split_by=class"
+    )
