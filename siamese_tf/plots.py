@@ -2,9 +2,9 @@
 
 matplotlib is a dependency of the package (plots are a promised output of a run); `available()`
 still says whether it is importable, and every figure function raises `ImportError` without
-it, so an install that lacks it loses the plots with a warning, not the run. Figures are built on `matplotlib.figure.Figure` with
-the Agg canvas, never through `pyplot`: no global figure registry, no GUI backend, safe in
-threads and in headless jobs. `to_png` turns a figure into PNG bytes (for files and TensorBoard).
+it, so an install that lacks it loses the plots with a warning, not the run. Figures are built
+on `matplotlib.figure.Figure` with the Agg canvas, never through `pyplot`: no global figure
+registry, no GUI backend, safe in threads and in headless jobs. `to_png` turns a figure into PNG bytes (for files and TensorBoard).
 Runs on host.
 """
 
