@@ -4,8 +4,8 @@ matplotlib is a dependency of the package (plots are a promised output of a run)
 still says whether it is importable, and every figure function raises `ImportError` without
 it, so an install that lacks it loses the plots with a warning, not the run. Figures are built
 on `matplotlib.figure.Figure` with the Agg canvas, never through `pyplot`: no global figure
-registry, no GUI backend, safe in threads and in headless jobs. `to_png` turns a figure into PNG bytes (for files and TensorBoard).
-Runs on host.
+registry, no GUI backend, safe in threads and in headless jobs. `to_png` turns a figure into
+PNG bytes (for files and TensorBoard). Runs on host.
 """
 
 from __future__ import annotations
