@@ -61,11 +61,12 @@ def check_classes(source: Source) -> None:
 
 
 def fit_split(config: TrainConfig, source: Source, adaptable=()) -> tuple:
-    """Checks that the split can be drawn; adapts the held-out fractions of a class split.
+    """Checks that the split can be drawn; raises held-out fractions the data needs raised.
 
-    With `split_by=class` each held-out split needs 2 classes (negative pairs): when the
-    fractions give one of them fewer, the fractions in `adaptable` are raised (in steps of 0.05,
-    the smallest total that works).
+    With `split_by=class` each held-out split needs 2 classes (negative pairs); with
+    `split_by=example` every class must reach every split (stratified), so the held-out
+    splits need as many examples as there are classes. When the fractions fail that, the ones
+    in `adaptable` are raised, in steps of 0.05, to the smallest total that works.
 
     Args:
       config: the run's config.
@@ -79,34 +80,47 @@ def fit_split(config: TrainConfig, source: Source, adaptable=()) -> tuple:
       InputError: the split cannot be drawn with the fractions the user set, or at all; the
         message names the split, the count and the flags that fix it.
     """
-    if config.split_by != "class":
-        _check_example_split(config, source)
-        return config, []
-    classes = np.unique(source.labels)
-    counts = _class_split_counts(classes, config.calibration_fraction, config.test_fraction, config)
-    if counts is not None and min(counts[1:]) >= MIN_HELD_OUT_CLASSES and counts[0] >= 2:
+    labels = source.labels
+    classes = np.unique(labels)
+    now = _split_counts(labels, config.calibration_fraction, config.test_fraction, config)
+    if now is not None:
         return config, []
     fixed = [n for n in ("calibration_fraction", "test_fraction") if n not in set(adaptable)]
-    found = _search_fractions(classes, config, fixed)
+    found = _search_fractions(labels, config, fixed)
     if found is not None:
-        cal, test, counts_found = found
+        cal, test, counts = found
         new = dataclasses.replace(config, calibration_fraction=cal, test_fraction=test)
-        note = (
-            f"--calibration_fraction={cal} --test_fraction={test} (split_by=class on "
-            f"{classes.size} classes: {counts_found[0]} / {counts_found[1]} / {counts_found[2]} "
-            f"for training / calibration / test; a held-out split needs {MIN_HELD_OUT_CLASSES})"
-        )
-        return new, [note]
-    suggestion = _search_fractions(classes, config, fixed=[])
+        if config.split_by == "class":
+            why = (
+                f"split_by=class on {classes.size} classes: {counts[0]} / {counts[1]} / "
+                f"{counts[2]} for training / calibration / test; a held-out split needs "
+                f"{MIN_HELD_OUT_CLASSES}"
+            )
+        else:
+            why = (
+                f"split_by=example on {classes.size} classes of {counts[3]}-{counts[4]} "
+                f"examples: {counts[0]} / {counts[1]} / {counts[2]} examples for training / "
+                "calibration / test, every class in each"
+            )
+        return new, [f"--calibration_fraction={cal} --test_fraction={test} ({why})"]
+    suggestion = _search_fractions(labels, config, fixed=[])
+    if config.split_by == "example":
+        _raise_example_split(config, source, suggestion)
     if suggestion is None:
         raise InputError(
-            f"split_by=class needs at least 6 classes (2 each for training, calibration and "
-            f"test); {source.name} has {classes.size}: use --split_by=example (every split then "
-            "holds every class) or add classes"
+            f"split_by=class needs 2 classes each for training, calibration and test, so at "
+            f"least 6 (and 2 held-out classes need more than 30%); {source.name} has "
+            f"{classes.size}: use --split_by=example (every split then holds every class) or "
+            "add classes"
         )
     cal, test, _ = suggestion
-    if counts is None:
-        problem = f"cannot split {classes.size} classes by class with these fractions"
+    counts = _class_split_counts(classes, config.calibration_fraction, config.test_fraction, config)
+    if counts is None or min(counts[1:]) >= MIN_HELD_OUT_CLASSES:
+        problem = (
+            f"cannot split {classes.size} classes into training, calibration and test with "
+            f"--calibration_fraction={config.calibration_fraction} "
+            f"--test_fraction={config.test_fraction}"
+        )
     else:
         short = "calibration" if counts[1] < MIN_HELD_OUT_CLASSES else "test"
         count = counts[1] if short == "calibration" else counts[2]
@@ -223,11 +237,43 @@ def _class_split_counts(classes, calibration: float, test: float, config) -> tup
     return (splits.train.size, splits.calibration.size, splits.test.size)
 
 
-def _search_fractions(classes, config: TrainConfig, fixed) -> tuple | None:
-    """The smallest held-out fractions (not below the config's) giving every split 2+ classes.
+def _split_counts(labels, calibration: float, test: float, config) -> tuple | None:
+    """Sizes of a split that serves training, or None when it cannot be drawn or serve.
+
+    By class: (training, calibration, test) class counts, each held-out split with 2+ classes
+    and training with 2+. By example: (training, calibration, test) example counts and the
+    smallest and largest class size.
+    """
+    if config.split_by == "class":
+        counts = _class_split_counts(np.unique(labels), calibration, test, config)
+        if counts is None or counts[0] < 2 or min(counts[1:]) < MIN_HELD_OUT_CLASSES:
+            return None
+        return counts
+    try:
+        splits = split_indices(
+            labels,
+            calibration_fraction=calibration,
+            test_fraction=test,
+            seed=config.seed,
+            split_by="example",
+        )
+    except InputError:
+        return None
+    sizes = np.unique(labels, return_counts=True)[1]
+    return (
+        splits.train.size,
+        splits.calibration.size,
+        splits.test.size,
+        int(sizes.min()),
+        int(sizes.max()),
+    )
+
+
+def _search_fractions(labels, config: TrainConfig, fixed) -> tuple | None:
+    """The smallest held-out fractions (not below the config's) that give a usable split.
 
     Returns:
-      `(calibration_fraction, test_fraction, counts)`, or None when none works.
+      `(calibration_fraction, test_fraction, counts)` (see `_split_counts`), or None.
     """
 
     def options(name):
@@ -240,41 +286,50 @@ def _search_fractions(classes, config: TrainConfig, fixed) -> tuple | None:
         itertools.product(options("calibration_fraction"), options("test_fraction")),
         key=lambda c: (round(c[0] + c[1], 6), abs(c[0] - c[1])),
     )
+    # Training keeps at least half the examples, or 30% of the classes (and 2).
+    most = 0.7 if config.split_by == "class" else 0.5
     for cal, test in candidates:
-        if cal + test >= 0.95:
+        if cal + test > most + 1e-9:
             continue
-        counts = _class_split_counts(classes, cal, test, config)
-        if counts and counts[0] >= 2 and min(counts[1:]) >= MIN_HELD_OUT_CLASSES:
+        counts = _split_counts(labels, cal, test, config)
+        if counts is not None:
             return cal, test, counts
     return None
 
 
-def _check_example_split(config: TrainConfig, source: Source) -> None:
-    """Names the classes too small for a split by example, and the fix."""
-    try:
-        config.split(source.labels)
-        return
-    except InputError:
-        pass
+def _raise_example_split(config: TrainConfig, source: Source, suggestion) -> None:
+    """Raises why a split by example fails: the classes too small for it, and the fix."""
     classes, counts = np.unique(source.labels, return_counts=True)
-    # The smallest size that splits once the smaller classes are left out.
-    for need in range(3, min(int(counts.max()), 100) + 1):
+    fractions = (
+        f"--calibration_fraction={config.calibration_fraction} "
+        f"--test_fraction={config.test_fraction}"
+    )
+    if suggestion is not None:
+        cal, test, _ = suggestion
+        raise InputError(
+            f"split_by=example puts examples of every one of the {classes.size} classes in the "
+            f"calibration and test splits, and {fractions} leaves them too few examples; set "
+            f"--calibration_fraction={cal} --test_fraction={test}, or use --split_by=class"
+        )
+    # The smallest class size that splits once the smaller classes are left out.
+    for need in range(2, min(int(counts.max()), 100) + 1):
         kept = counts >= need
         if kept.sum() < 2:
             break
-        try:
-            config.split(source.labels[np.isin(source.labels, classes[kept])])
-        except InputError:
+        kept_labels = source.labels[np.isin(source.labels, classes[kept])]
+        fractions_now = (config.calibration_fraction, config.test_fraction)
+        if _split_counts(kept_labels, *fractions_now, config) is None:
             continue
         small = np.flatnonzero(~kept)
         small = small[np.argsort(counts[small], kind="stable")]
-        shown = ", ".join(f"{class_name(source, classes[i])} ({counts[i]})" for i in small[:5])
+        shown = ", ".join(f"{class_name(source, classes[i])}: {counts[i]}" for i in small[:5])
         more = f" and {small.size - 5} more" if small.size > 5 else ""
+        several = small.size > 1
         raise InputError(
             f"split_by=example puts examples of every class in the training, calibration and "
-            f"test splits, and {small.size} classes are too small for that: {shown}{more} "
-            f"examples; remove the classes with fewer than {need} examples, or use "
-            "--split_by=class (whole classes per split)"
+            f"test splits, and {small.size} class{'es are' if several else ' is'} too small "
+            f"for that (examples of {shown}{more}); remove the classes with fewer than {need} "
+            "examples, or use --split_by=class (whole classes per split)"
         )
     raise InputError(
         f"split_by=example puts examples of every class in the training, calibration and test "
