@@ -214,8 +214,9 @@ def check_held_out(name: str, split: Source, config: TrainConfig) -> None:
         return
     flag = f"--{name}_fraction"
     value = getattr(config, f"{name}_fraction")
+    plural = "es" if classes.size != 1 else ""
     raise InputError(
-        f"the {name} split has {classes.size} classes ({multi} with 2+ examples): its pairs "
+        f"the {name} split has {classes.size} class{plural} ({multi} with 2+ examples): its pairs "
         f"need {MIN_HELD_OUT_CLASSES} classes and a class with 2+ examples; raise {flag} "
         f"(now {value})"
     )
