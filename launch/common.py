@@ -76,6 +76,9 @@ def parse_flags_or_exit(argv):
     if any(arg in HELP_ARGS for arg in options):
         print(help_text())
         sys.exit(0)
+    if "--helpfull" in options:  # absl prints the same but exits with status 1.
+        print(flags.FLAGS.get_help())
+        sys.exit(0)
     try:
         return flags.FLAGS(argv)
     except flags.Error as err:

@@ -3,8 +3,8 @@
 Starts N `launch.train --strategy=multi_worker` processes on 127.0.0.1, each with a free port and
 its own `TF_CONFIG`, prefixes every output line with the worker's name (a worker's stderr goes
 to stderr), forwards SIGTERM/SIGINT to all of them, and stops all with a clear message if one
-dies. For real clusters use
-TensorFlow's own machinery (`--cluster=slurm`, or `TF_CONFIG` from Kubernetes): see WORKSPACE.md.
+dies. For real clusters use TensorFlow's own machinery (`--cluster=slurm`, or `TF_CONFIG` from
+Kubernetes): see WORKSPACE.md.
 """
 
 from __future__ import annotations

@@ -252,11 +252,6 @@ def train_and_evaluate(
     data = data or prepare_data(config)
     chief = is_chief(strategy)
     config_dict = json.loads(config.to_json())
-    if chief:
-        os.makedirs(workdir, exist_ok=True)
-        wd.write_json_atomic(
-            wd.path(workdir, wd.CONFIG), {**config_dict, "split_sizes": data.splits.sizes()}
-        )
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
@@ -266,6 +261,11 @@ def train_and_evaluate(
         with strategy.scope():
             model = build_model(config, data.source.image_shape)
             model.prebuild(_per_replica_spec(config, data.train, strategy))
+        if chief:  # Only now, with the data and the model built: nothing half-written on error.
+            os.makedirs(workdir, exist_ok=True)
+            wd.write_json_atomic(
+                wd.path(workdir, wd.CONFIG), {**config_dict, "split_sizes": data.splits.sizes()}
+            )
         state = TrainingState(model, workdir, is_chief=chief, keep=config.keep_checkpoints)
         report = _train_and_report(
             config, workdir, strategy, data, model, state, chief, verbose, preemption
