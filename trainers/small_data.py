@@ -80,6 +80,8 @@ def fit_split(config: TrainConfig, source: Source, adaptable=()) -> tuple:
       InputError: the split cannot be drawn with the fractions the user set, or at all; the
         message names the split, the count and the flags that fix it.
     """
+    if config.split_by not in ("class", "example"):
+        return config, []  # Another kind of split: drawn (and checked) as it is.
     labels = source.labels
     classes = np.unique(labels)
     now = _split_counts(labels, config.calibration_fraction, config.test_fraction, config)
