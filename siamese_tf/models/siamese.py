@@ -120,12 +120,13 @@ class SiameseModel(keras.Model):
         return distances, distances <= self.threshold
 
     def fit(self, x=None, y=None, *args, **kwargs):
-        """`keras.Model.fit`; a `tf.data` input is not shuffled (the samplers draw each batch).
+        """`keras.Model.fit`; a (distributed) dataset is not shuffled: the samplers draw each batch.
 
         Keras' default `shuffle=True` does nothing for a dataset but warn that it is ignored;
         a dataset from `pk_batches` or `balanced_pairs` is already a random draw per step.
         """
-        if isinstance(x, tf.data.Dataset) and len(args) < 7:  # `shuffle` not given by position
+        datasets = (tf.data.Dataset, tf.distribute.DistributedDataset)
+        if isinstance(x, datasets) and len(args) < 7:  # `shuffle` not given by position
             kwargs.setdefault("shuffle", False)
         return super().fit(x, y, *args, **kwargs)
 
