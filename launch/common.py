@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 import tempfile
+import textwrap
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -58,16 +60,130 @@ def fail(message: str) -> None:
     sys.exit(EXIT_BAD_INPUT)
 
 
+HELP_ARGS = ("-h", "--h", "-help", "--help", "--helpshort", "-?")
+# Flags defined by `define_dataclass_flags`, in order: `--help` lists them after the entry
+# point's own flags.
+_CONFIG_FLAGS: list = []
+
+
 def parse_flags_or_exit(argv):
-    """absl flag parser that reports a bad flag in one line with exit status 2 (absl uses 1)."""
+    """absl flag parser that reports a bad flag in one line with exit status 2 (absl uses 1).
+
+    `--help` (`-h`, `--helpshort`) prints the entry point's own help and exits 0; absl's
+    `--helpfull` still lists every flag, absl's own included.
+    """
+    options = argv[1 : argv.index("--")] if "--" in argv else argv[1:]
+    if any(arg in HELP_ARGS for arg in options):
+        print(help_text())
+        sys.exit(0)
+    if "--helpfull" in options:  # absl prints the same but exits with status 1.
+        print(flags.FLAGS.get_help())
+        sys.exit(0)
     try:
         return flags.FLAGS(argv)
     except flags.Error as err:
-        fail(str(err).splitlines()[0])
+        fail(_flag_error_message(err, argv))
 
 
-def run(main) -> None:
-    """`app.run(main)` where an `InputError` becomes one line on stderr and exit status 2."""
+def _flag_error_message(err: flags.Error, argv) -> str:
+    """absl's parse error as one line that names the problem and the fix."""
+    message = str(err).splitlines()[0]
+    flagfile = _FLAGFILE_ERROR.search(message)
+    if flagfile:
+        reason, name = flagfile.group(2), flagfile.group(3)
+        if flagfile.group(1) == "2":
+            reason = f"not found (relative paths start at {os.getcwd()})"
+        return f"cannot read --flagfile={name}: {reason}"
+    unknown = _UNKNOWN_FLAG.search(message)
+    if unknown:
+        hint = _UNKNOWN_FLAG_HINT or f"`python -m {_entry_point(argv)} --help` lists the flags"
+        return f"unknown flag --{unknown.group(1)}; {hint}"
+    return message.removeprefix("ERROR:: ").removeprefix("ERROR: ")
+
+
+_FLAGFILE_ERROR = re.compile(r"Unable to open flagfile: \[Errno (\d+)\] ([^:]+): '(.*)'")
+_UNKNOWN_FLAG = re.compile(r"Unknown command line flag '([^']+)'")
+# What to say after "unknown flag --NAME" (an entry point may set it; see `run`).
+_UNKNOWN_FLAG_HINT = ""
+
+
+def _entry_point(argv) -> str:
+    """`launch.NAME` of the running entry point (for messages)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name:
+        return spec.name
+    return os.path.splitext(os.path.basename(argv[0]))[0] if argv else "launch"
+
+
+def help_text(width: int = 100) -> str:
+    """The entry point's help: its docstring, then each of its flags and the config's flags.
+
+    Each flag shows its type, default and description (the config's come from the
+    `Attributes:` section of its docstring, see `define_dataclass_flags`).
+    """
+    main = sys.modules.get("__main__")
+    parts = [textwrap.dedent(getattr(main, "__doc__", None) or "").strip()]
+    by_module = flags.FLAGS.flags_by_module_dict()
+    own = [
+        flag
+        for flag in by_module.get(sys.argv[0], [])
+        if flag.name not in _CONFIG_FLAGS and flag.name not in ("helpfull", "helpxml")
+    ]
+    if own:
+        parts.append("Flags:\n" + "\n".join(_flag_help(f, width) for f in own))
+    if _CONFIG_FLAGS:
+        config = [flags.FLAGS[name] for name in _CONFIG_FLAGS]
+        parts.append(
+            "Training flags (each a field of config.json):\n"
+            + "\n".join(_flag_help(f, width) for f in config)
+        )
+    parts.append(
+        textwrap.fill(
+            "--flagfile=FILE reads flags from a file (launch/configs/*.flags); "
+            "--helpfull also lists absl's own flags.",
+            width=width,
+        )
+    )
+    return "\n\n".join(p for p in parts if p)
+
+
+def _flag_help(flag, width: int) -> str:
+    kind = {bool: "bool", int: "integer", float: "float"}.get(type(flag.default), "string")
+    if flag.flag_type() == "multi_string":
+        kind = "repeatable string"
+    elif flag.flag_type() == "list":
+        kind = "comma-separated list"
+    elif flag.flag_type() == "enum":
+        kind = "one of " + ", ".join(flag.parser.enum_values)
+    if isinstance(flag.default, bool):
+        name = f"--[no]{flag.name}"
+        default = "true" if flag.default else "false"
+    else:
+        name = f"--{flag.name}"
+        if flag.default is None:
+            default = "none"
+        elif isinstance(flag.default, list):
+            default = ",".join(str(v) for v in flag.default)
+        else:
+            default = str(flag.default) if flag.default != "" else "''"
+    head = f"  {name} ({kind}; default: {default})"
+    body = textwrap.fill(
+        flag.help or "", width=width, initial_indent=" " * 6, subsequent_indent=" " * 6
+    )
+    return f"{head}\n{body}" if flag.help else head
+
+
+def run(main, unknown_flag_hint: str = "") -> None:
+    """`app.run(main)` where an `InputError` becomes one line on stderr and exit status 2.
+
+    Args:
+      main: the entry point's `main(argv)`.
+      unknown_flag_hint: what the error line says after "unknown flag --NAME"; by default,
+        that `--help` lists the flags.
+    """
+    global _UNKNOWN_FLAG_HINT
+    _UNKNOWN_FLAG_HINT = unknown_flag_hint
 
     def guarded(argv):
         # TensorFlow logs through absl at INFO (checkpoint sharding, ...): keep the console for
@@ -82,11 +198,18 @@ def run(main) -> None:
     app.run(guarded, flags_parser=parse_flags_or_exit)
 
 
-def define_dataclass_flags(config_cls, help_prefix: str = "") -> None:
-    """Defines one absl flag per field of a frozen dataclass, typed from its default."""
+def define_dataclass_flags(config_cls) -> None:
+    """Defines one absl flag per field of a frozen dataclass, typed from its default.
+
+    Each flag's help is the field's entry in the `Attributes:` section of the dataclass's
+    docstring (`trainers.field_docs`): the one place a setting is described.
+    """
+    from trainers.field_docs import attribute_docs
+
+    docs = attribute_docs(config_cls)
     for field in dataclasses.fields(config_cls):
         default = field.default
-        helptext = f"{help_prefix}{field.name} (config field)."
+        helptext = docs.get(field.name) or f"{field.name} (undocumented config field)."
         if isinstance(default, bool):
             flags.DEFINE_bool(field.name, default, helptext)
         elif isinstance(default, int):
@@ -95,6 +218,7 @@ def define_dataclass_flags(config_cls, help_prefix: str = "") -> None:
             flags.DEFINE_float(field.name, default, helptext)
         else:
             flags.DEFINE_string(field.name, default, helptext)
+        _CONFIG_FLAGS.append(field.name)
 
 
 def dataclass_from_flags(config_cls):

@@ -5,6 +5,10 @@ verification (the split's fixed pairs at the calibrated threshold, with bootstra
 oneshot (N-way k-shot episodes), retrieval (recall@k, precision@k, MAP@R), clustering (k-means
 NMI / AMI) and omniglot_runs (Lake et al.'s 20 one-shot runs, `--runs_zip=.../all_runs.zip`).
 Each writes `DIR/eval/<protocol>.json` (`<protocol>_<split>.json` off the test split);
+protocols run independently: one the data cannot serve (too few classes for N-way episodes,
+...) is reported in its JSON (`"status": "failed"`, `"error"`) and on one `error:` line, and
+the others complete. Exit status: 0 every protocol succeeded; 3 some failed, the others
+completed; 2 bad input (a flag, the workdir, or every protocol failed).
 `DIR/plots/*.png` get the ROC curve, the distance histograms and a 2-D embedding map;
 `--projector` writes TensorBoard projector files to `DIR/logs/projector/`. The data is rebuilt
 from `DIR/config.json` exactly as training split it; `--dataset=SPEC --split=all` scores every
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from absl import flags
 
@@ -38,7 +43,11 @@ flags.DEFINE_integer(
     "num_pairs", 0, "verification: number of pairs; 0 uses the run's own pair set of the split."
 )
 flags.DEFINE_integer("bootstrap", 1000, "verification: bootstrap resamples for CIs (0: none).")
-flags.DEFINE_list("ways", ["5", "20"], "oneshot: N of the N-way episodes.")
+flags.DEFINE_list(
+    "ways",
+    ["5", "20"],
+    "oneshot: N of the N-way episodes (each >= 2); an N the split cannot fill is skipped.",
+)
 flags.DEFINE_list("shots", ["1"], "oneshot: k of the k-shot episodes.")
 flags.DEFINE_integer("queries", 1, "oneshot: queries per class and episode.")
 flags.DEFINE_integer("episodes", 1000, "oneshot: episodes per (N, k).")
@@ -64,6 +73,8 @@ flags.DEFINE_string(
     "saw: tfds:omniglot_local:evaluation. Resized to the run's image_size.",
 )
 FLAGS = flags.FLAGS
+# Some protocols failed (each on its `error:` line and in its JSON); the others completed.
+EXIT_SOME_FAILED = 3
 
 
 def _ints(name: str, values) -> tuple:
@@ -102,16 +113,16 @@ def main(argv):
     )
     results = evaluation.evaluate(FLAGS.workdir, FLAGS.protocol, options)
     for protocol, result in results.items():
-        summary = {
-            "protocol": protocol,
-            **evaluation.headline(protocol, result),
-            "json": os.path.join(
-                FLAGS.workdir,
-                evaluation.EVAL_DIR,
-                evaluation.report_filename(protocol, FLAGS.split),
-            ),
-        }
+        path = os.path.join(
+            FLAGS.workdir, evaluation.EVAL_DIR, evaluation.report_filename(protocol, FLAGS.split)
+        )
+        if result["status"] == "failed":
+            print(f"error: {protocol}: {result['error']} ({path})", file=sys.stderr)
+            continue
+        summary = {"protocol": protocol, **evaluation.headline(protocol, result), "json": path}
         print("summary: " + json.dumps(summary))
+    if any(r["status"] == "failed" for r in results.values()):
+        sys.exit(EXIT_SOME_FAILED)
 
 
 if __name__ == "__main__":

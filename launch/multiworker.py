@@ -1,9 +1,10 @@
 """Local multi-worker launcher: `python -m launch.multiworker --num_workers=N -- <train flags>`.
 
 Starts N `launch.train --strategy=multi_worker` processes on 127.0.0.1, each with a free port and
-its own `TF_CONFIG`, prefixes every output line with the worker's name, forwards SIGTERM/SIGINT
-to all of them, and stops all with a clear message if one dies. For real clusters use
-TensorFlow's own machinery (`--cluster=slurm`, or `TF_CONFIG` from Kubernetes): see WORKSPACE.md.
+its own `TF_CONFIG`, prefixes every output line with the worker's name (a worker's stderr goes
+to stderr), forwards SIGTERM/SIGINT to all of them, and stops all with a clear message if one
+dies. For real clusters use TensorFlow's own machinery (`--cluster=slurm`, or `TF_CONFIG` from
+Kubernetes): see WORKSPACE.md.
 """
 
 from __future__ import annotations
@@ -46,10 +47,10 @@ def tf_config(ports: list[int], index: int) -> str:
     return json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
 
 
-def _pump(stream, prefix: str) -> None:
+def _pump(stream, prefix: str, out) -> None:
     for line in iter(stream.readline, ""):
-        sys.stdout.write(f"{prefix}{line}")
-        sys.stdout.flush()
+        out.write(f"{prefix}{line}")
+        out.flush()
 
 
 def launch_workers(num_workers: int, module: str, train_args: list[str]) -> int:
@@ -61,12 +62,14 @@ def launch_workers(num_workers: int, module: str, train_args: list[str]) -> int:
         cmd = [sys.executable, "-m", module, "--strategy=multi_worker", *train_args]
         procs.append(
             subprocess.Popen(
-                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
             )
         )
+    # A worker's stdout goes to ours and its stderr (errors, warnings) to our stderr.
     pumps = [
-        threading.Thread(target=_pump, args=(p.stdout, f"[worker {i}] "), daemon=True)
+        threading.Thread(target=_pump, args=(stream, f"[worker {i}] ", out), daemon=True)
         for i, p in enumerate(procs)
+        for stream, out in ((p.stdout, sys.stdout), (p.stderr, sys.stderr))
     ]
     for pump in pumps:
         pump.start()
@@ -117,4 +120,10 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    common.run(main)
+    common.run(
+        main,
+        unknown_flag_hint=(
+            "launch.multiworker's own flags are --num_workers and --module; training flags go "
+            "after `--`: python -m launch.multiworker --num_workers=2 -- --workdir=DIR [flags]"
+        ),
+    )

@@ -88,21 +88,35 @@ class ThresholdCalibration(keras.callbacks.Callback):
     as Keras' TensorBoard callback counts epochs). The images need matplotlib; without it they
     are skipped with one warning. Give a `log_dir` to the chief only.
 
+    `ThresholdCalibration.from_labels(images, labels)` builds one from a labelled calibration
+    set in one call (it draws the pair set).
+
     Args:
-      images: the calibration split's images.
-      pairs: a `PairSet` of rows of `images`.
+      images: the calibration split's images, as the model takes them: an array [N, H, W, C]
+        (uint8 0..255 for the encoders of `siamese_tf.models`; any numeric array your model
+        accepts), or a `siamese_tf.data.Source` (only the rows the pairs use are read, a batch
+        at a time, each epoch).
+        Encoded images (an object array of PNG / JPEG bytes) and `tf.data` datasets are
+        refused with the fix: pass a `Source` or decoded arrays.
+      pairs: a `siamese_tf.data.PairSet` of row indices into `images` (e.g. from
+        `siamese_tf.data.fixed_pairs(labels, num_pairs, seed)`), with positives and
+        negatives.
       rule: threshold rule: "eer", "max_accuracy", "youden" or "far=<rate>" (e.g. "far=1e-3").
-      batch_size: images per predict batch.
+      batch_size: images per forward pass when embedding `images`.
       prefix: prefix of the log names (`val_auc`, `val_eer`, `val_threshold`, ...).
       every_n_epochs: calibrate every n epochs (and always after the last one, via
         `on_train_end`, so the saved model is calibrated).
       log_dir: TensorBoard folder (e.g. the workdir's `logs/`); summaries go to its
         `calibration/` sub-folder. None writes no summaries (unless `writer` is given).
       writer: a `tf.summary` writer to use instead of one under `log_dir`.
-      far_targets: FAR targets whose TAR is logged.
+      far_targets: FAR targets (rates in [0, 1]) whose TAR is logged.
+
+    The model it is given (by `fit`, or `set_model`) must map `images` to embeddings and have a
+    `threshold` variable and `pair_distances(a, b)`, as `siamese_tf.models.SiameseModel` does.
 
     Raises:
-      InputError: an unknown threshold rule.
+      InputError: an unknown threshold rule, images in a form the model cannot take, or pairs
+        that index outside `images`.
     """
 
     def __init__(
@@ -119,7 +133,13 @@ class ThresholdCalibration(keras.callbacks.Callback):
     ):
         super().__init__()
         eval_metrics.parse_threshold_rule(rule)
-        self.images = images
+        self.images = calibration_images(images)
+        if len(pairs) and max(int(np.max(pairs.a)), int(np.max(pairs.b))) >= len(self.images):
+            raise InputError(
+                f"the pairs index rows up to {max(int(np.max(pairs.a)), int(np.max(pairs.b)))} "
+                f"but there are {len(self.images)} calibration images: draw the pairs from "
+                "these images' labels"
+            )
         self.pairs = pairs
         self.rule = rule
         self.batch_size = batch_size
@@ -134,6 +154,41 @@ class ThresholdCalibration(keras.callbacks.Callback):
         self._last_epoch = None
         self.last_distances = None
         self.last_summary = None
+
+    @classmethod
+    def from_labels(
+        cls, images, labels=None, num_pairs: int = 2000, seed: int = 0, **kwargs
+    ) -> ThresholdCalibration:
+        """Builds the callback from a labelled calibration set: draws its pairs, in one call.
+
+        Args:
+          images: the calibration images (see the class's `images`), or a `Source`.
+          labels: their integer labels [N]; None with a `Source` (its labels are used).
+          num_pairs: pairs to draw, half positive and half negative
+            (`siamese_tf.data.fixed_pairs`).
+          seed: seed of the pair draw (the same seed gives the same pairs).
+          **kwargs: the other arguments of `ThresholdCalibration` (`rule`, `batch_size`,
+            `log_dir`, ...).
+
+        Returns:
+          A `ThresholdCalibration`.
+
+        Raises:
+          InputError: see the class; labels missing, of another length, or too few classes
+            to form positive and negative pairs.
+        """
+        from siamese_tf.data import Source, fixed_pairs
+
+        if isinstance(images, Source):
+            if labels is not None:
+                raise InputError("pass either a Source or images and labels, not both")
+            labels = images.labels
+        if labels is None:
+            raise InputError("labels are required with an image array: from_labels(images, labels)")
+        labels = np.asarray(labels).reshape(-1)
+        if len(labels) != len(images):
+            raise InputError(f"images and labels differ in length: {len(images)} vs {len(labels)}")
+        return cls(images, fixed_pairs(labels, num_pairs, seed=seed), **kwargs)
 
     def calibrate(self, step: int | None = None) -> dict | None:
         """Computes the calibration summary now and sets `model.threshold`.
@@ -222,6 +277,41 @@ class ThresholdCalibration(keras.callbacks.Callback):
         if self._owns_writer and self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def calibration_images(images):
+    """The calibration images as the model takes them, or an `InputError` saying the fix.
+
+    Args:
+      images: a numeric array (or tensor) [N, ...], or a `siamese_tf.data.Source` (kept: the
+        rows the pairs use are read and decoded a batch at a time, from memory or a store).
+
+    Returns:
+      A numpy array [N, ...], or the `Source`.
+
+    Raises:
+      InputError: encoded images, a `tf.data` dataset, or a non-numeric array.
+    """
+    if isinstance(images, Source):
+        return images
+    if isinstance(images, tf.data.Dataset):
+        raise InputError(
+            "calibration images must be an array [N, H, W, C] or a Source, not a tf.data "
+            "dataset: the same pairs are scored every epoch, so they must be indexable"
+        )
+    array = np.asarray(images)
+    if array.dtype == object or array.dtype.kind in "SU":
+        raise InputError(
+            "calibration images are encoded (bytes): pass the Source they came from "
+            "(ThresholdCalibration decodes it once), or decoded arrays, e.g. "
+            "source.decoded_images()"
+        )
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) or array.ndim < 2:
+        raise InputError(
+            f"calibration images must be a numeric array [N, H, W, C], got {array.dtype} "
+            f"{array.shape}"
+        )
+    return array
 
 
 class MetricsJsonl(keras.callbacks.Callback):

@@ -111,3 +111,47 @@ def pair_set_distances(model, images, pairs, batch_size: int = 512) -> np.ndarra
     emb_a = tf.constant(embeddings[position[0]])
     emb_b = tf.constant(embeddings[position[1]])
     return np.asarray(model.pair_distances(emb_a, emb_b), np.float32)
+
+
+def evaluate_verification(
+    model, images, labels, num_pairs: int = 4000, seed: int = 0, threshold=None, batch_size=512
+) -> dict:
+    """The verification report of a model on a labelled set, in one call.
+
+    Draws a balanced pair set from `labels` (`siamese_tf.data.fixed_pairs`), scores it with
+    the model's distance and reports it at the model's calibrated threshold
+    (`siamese_tf.evaluation.metrics.verification_report`). Runs on host.
+
+    Args:
+      model: a `SiameseModel` (calibrated, e.g. by `ThresholdCalibration`, unless `threshold`
+        is given).
+      images: the images [N, H, W, C] as the model takes them (uint8 0..255 for the encoders
+        of `siamese_tf.models`).
+      labels: their integer labels [N]; 2+ classes, one with 2+ examples.
+      num_pairs: pairs to draw, half positive and half negative.
+      seed: seed of the pair draw.
+      threshold: the distance threshold to report at; None uses `model.threshold`.
+      batch_size: images per forward pass.
+
+    Returns:
+      The report: "auc", "eer", "accuracy", "threshold", "tar_at_far_0.001", mean positive /
+      negative distances, ... (see `verification_report`).
+
+    Raises:
+      InputError: an uncalibrated model without `threshold`, or labels that cannot form pairs.
+    """
+    from siamese_tf.data import fixed_pairs
+    from siamese_tf.errors import InputError
+    from siamese_tf.evaluation.metrics import verification_report
+
+    if threshold is None:
+        threshold = float(np.asarray(model.threshold))
+        if threshold < 0:
+            raise InputError(
+                "the model is uncalibrated (threshold -1): fit it with a ThresholdCalibration "
+                "callback, or pass threshold="
+            )
+    images = np.asarray(images)
+    pairs = fixed_pairs(np.asarray(labels).reshape(-1), num_pairs, seed=seed)
+    distances = pair_set_distances(model, images, pairs, batch_size)
+    return verification_report(distances, pairs.same, float(threshold))

@@ -167,6 +167,18 @@ def _row_argmin(values, mask, largest=False):
 
 # Up to this many queries per anchor, a masked arg-min per query (O(B²·K), a few cheap passes
 # each) beats bucketing (O(B² log K), but a B² searchsorted and a 64-bit segment minimum).
+def _transpose_int(x):
+    """The transpose of an integer matrix [Q, A] -> [A, Q], as a gather.
+
+    TensorFlow 2.21's oneDNN transpose of an integer tensor logs an "E0000 ... oneDNN supports
+    DT_INT32 only on platforms with AVX-512" line on CPUs it does not support them on (once per
+    process): a gather computes the same values without it.
+    """
+    rows, cols = tf.shape(x)[0], tf.shape(x)[1]
+    flat = tf.range(rows)[None, :] * cols + tf.range(cols)[:, None]
+    return tf.gather(tf.reshape(x, [-1]), flat)
+
+
 # Measured (CPU time, 2-core CPU, B = 4096): the loop costs ~0.06 s per query, the buckets
 # 0.7-1.0 s for 3 to 31 queries; they cross near 14 queries.
 LOOP_QUERIES_MAX = 12
@@ -187,7 +199,7 @@ def _closest_farther_by_loop(plain, negative, keys):
         body,
         (tf.constant(0), tf.TensorArray(tf.int32, size=num_queries, element_shape=[None])),
     )
-    columns = tf.reshape(tf.transpose(columns.stack()), tf.shape(keys))
+    columns = tf.reshape(_transpose_int(columns.stack()), tf.shape(keys))
     # argmin of an all-inf row is column 0: check that the pick is a negative farther than x.
     picked = gather_rows(negative_d, columns)
     return columns, tf.logical_and(picked > keys, picked < inf)
@@ -287,7 +299,7 @@ def _margin_counts_by_loop(plain, negative, keys):
             tf.TensorArray(tf.int32, size=num_queries, element_shape=[None]),
         ),
     )
-    return active, tf.reshape(tf.transpose(counts.stack()), tf.shape(keys))
+    return active, tf.reshape(_transpose_int(counts.stack()), tf.shape(keys))
 
 
 def _margin_counts_by_buckets(plain, negative, keys):

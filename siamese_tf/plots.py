@@ -1,11 +1,11 @@
 """Matplotlib figures of a verification run: ROC curve, distance histograms, 2-D embedding map.
 
-matplotlib is optional (the only optional dependency): `available()` says whether it is
-installed, and every figure function raises `ImportError` without it, so callers decide whether
-a missing plot is a warning or an error. Figures are built on `matplotlib.figure.Figure` with
-the Agg canvas, never through `pyplot`: no global figure registry, no GUI backend, safe in
-threads and in headless jobs. `to_png` turns a figure into PNG bytes (for files and TensorBoard).
-Runs on host.
+matplotlib is a dependency of the package (plots are a promised output of a run); `available()`
+still says whether it is importable, and every figure function raises `ImportError` without
+it, so an install that lacks it loses the plots with a warning, not the run. Figures are built
+on `matplotlib.figure.Figure` with the Agg canvas, never through `pyplot`: no global figure
+registry, no GUI backend, safe in threads and in headless jobs. `to_png` turns a figure into
+PNG bytes (for files and TensorBoard). Runs on host.
 """
 
 from __future__ import annotations
@@ -157,6 +157,46 @@ def distance_histogram_figure(
     return figure
 
 
+def calibration_curves_figure(records, title: str = "Calibration per epoch"):
+    """The per-epoch calibration figures of a run: AUC, EER and the threshold, by epoch.
+
+    Args:
+      records: one mapping per epoch (e.g. the lines of `metrics.jsonl`) with `epoch` and any of
+        `val_auc`, `val_eer`, `val_threshold`; missing or non-numeric values are left out.
+      title: the figure title.
+
+    Returns:
+      A `matplotlib.figure.Figure` of three panels sharing the epoch axis.
+
+    Raises:
+      ImportError: matplotlib is not installed.
+      ValueError: no record has an epoch and one of the three values.
+    """
+    series = {}
+    for name in ("val_auc", "val_eer", "val_threshold"):
+        points = [
+            (float(r["epoch"]), float(r[name]))
+            for r in records
+            if "epoch" in r and isinstance(r.get(name), (int, float)) and np.isfinite(r[name])
+        ]
+        if points:
+            series[name] = np.asarray(points)
+    if not series:
+        raise ValueError("no epoch record holds val_auc, val_eer or val_threshold")
+    figure = _figure(9.0, 3.2)
+    labels = {"val_auc": "AUC", "val_eer": "EER", "val_threshold": "threshold"}
+    colours = {"val_auc": "tab:blue", "val_eer": "tab:orange", "val_threshold": "tab:red"}
+    axes = figure.subplots(1, len(series), squeeze=False)[0]
+    for ax, (name, points) in zip(axes, series.items(), strict=True):
+        ax.plot(points[:, 0], points[:, 1], "o-", ms=3, lw=1.2, color=colours[name])
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(_integer_locator())
+        ax.set_title(f"{labels[name]} (last {points[-1, 1]:.4g})", fontsize="medium")
+        ax.grid(alpha=0.3)
+    figure.suptitle(title)
+    return figure
+
+
 def embedding_map_figure(points, labels, class_names=None, title: str = "Embedding map"):
     """A 2-D scatter of projected embeddings coloured by class.
 
@@ -217,6 +257,12 @@ def embedding_map_figure(points, labels, class_names=None, title: str = "Embeddi
     ax.set_xticks([])
     ax.set_yticks([])
     return figure
+
+
+def _integer_locator():
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
 
 
 def _colormap(name: str):

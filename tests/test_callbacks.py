@@ -157,3 +157,26 @@ def test_calibrates_inside_fit_and_logs_reach_history(calibration_set):
     )
     assert len(history.history["val_auc"]) == 2
     assert float(model.threshold.numpy()) == pytest.approx(history.history["val_threshold"][-1])
+
+
+def test_from_labels_takes_arrays_or_a_source_and_refuses_encoded_images(calibration_set):
+    from siamese_tf.data import Source
+
+    _, images, pairs, _ = calibration_set
+    labels = np.repeat(np.arange(5), 20)
+    callback = ThresholdCalibration.from_labels(images, labels, num_pairs=400, seed=1)
+    np.testing.assert_array_equal(callback.pairs.a, pairs.a)  # fixed_pairs(labels, 400, 1).
+    # A Source of encoded PNGs is kept and read (decoded through its map_fn) as pairs need it.
+    pixels = np.random.default_rng(0).integers(0, 256, (12, 4, 4, 1), dtype=np.uint8)
+    encoded = np.empty(12, dtype=object)
+    encoded[:] = [tf.io.encode_png(p).numpy() for p in pixels]
+    source = Source(encoded, np.arange(12) % 3, image_shape=(4, 4, 1))
+    callback = ThresholdCalibration.from_labels(source, num_pairs=20)
+    assert callback.images is source
+    np.testing.assert_array_equal(callback.images.decoded_images(), pixels)
+    with pytest.raises(InputError, match="encoded"):
+        ThresholdCalibration.from_labels(encoded, np.arange(12) % 3)
+    with pytest.raises(InputError, match="labels are required"):
+        ThresholdCalibration.from_labels(images)
+    with pytest.raises(InputError, match="calibration images"):
+        ThresholdCalibration(images[:10], pairs)  # The pairs index rows up to 99.

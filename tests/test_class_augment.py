@@ -53,7 +53,14 @@ def test_subset_of_turns_and_bad_input():
 
 
 def test_recipe_rotates_training_classes_only():
-    base = TrainConfig(split_by="class", classes_per_batch=4, samples_per_class=4)
+    # 2 of the 10 digits each for calibration and test (a held-out split needs 2 classes).
+    base = TrainConfig(
+        split_by="class",
+        calibration_fraction=0.2,
+        test_fraction=0.2,
+        classes_per_batch=4,
+        samples_per_class=4,
+    )
     plain = metric_learning.prepare_data(base)
     rotated = metric_learning.prepare_data(TrainConfig(**{**base.__dict__, "rotate_classes": True}))
     assert len(rotated.train) == 4 * len(plain.train)

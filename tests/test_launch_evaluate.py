@@ -264,3 +264,22 @@ def test_pair_head_models_score_episodes_with_their_own_distance(monkeypatch):
     got = eval_protocols.episode_accuracies(HeadModel(), support, query, targets)
     expected = oneshot.episode_accuracies(support, query, targets, metric="euclidean")
     np.testing.assert_allclose(got, expected)
+
+
+def test_each_protocol_runs_on_its_own(workdir):
+    # 50-way episodes need 50 classes (digits: 10): oneshot fails alone, retrieval completes.
+    options = dataclasses.replace(FAST, ways=(50,), plots=False)
+    results = evaluation.evaluate(str(workdir), "oneshot,retrieval", options)
+    assert results["oneshot"]["status"] == "failed"
+    assert "use --ways=10 (or fewer; asked: 50)" in results["oneshot"]["error"]
+    assert results["retrieval"]["status"] == "ok" and "map_at_r" in results["retrieval"]
+    saved = json.loads((workdir / "eval" / "oneshot.json").read_text())
+    assert saved["status"] == "failed" and saved["error"] == results["oneshot"]["error"]
+    assert evaluation.headline("oneshot", saved) == {"status": "failed", "error": saved["error"]}
+    # Every protocol failed: bad input, after their reports were written.
+    (workdir / "eval" / "oneshot.json").unlink()
+    with pytest.raises(InputError, match="oneshot: no one-shot episodes fit"):
+        evaluation.evaluate(str(workdir), "oneshot", options)
+    assert (workdir / "eval" / "oneshot.json").exists()
+    with pytest.raises(InputError, match="--ways must be >= 2"):
+        evaluation.evaluate(str(workdir), "oneshot", dataclasses.replace(FAST, ways=(1, 5)))

@@ -104,3 +104,17 @@ def test_write_projector_files(tmp_path):
     assert set(files) >= {"embeddings.tsv", "metadata.tsv", "projector_config.pbtxt", "sprite.png"}
     with pytest.raises(ValueError, match="labels"):
         embedding_map.write_projector(str(folder), emb, labels[:3])
+
+
+def test_calibration_curves_figure_draws_the_logged_epochs():
+    records = [
+        {"epoch": e, "val_auc": 0.9 + e / 100, "val_eer": 0.1 - e / 100, "val_threshold": 1.0}
+        for e in range(1, 4)
+    ]
+    records.append({"epoch": 4, "val_auc": "nan"})  # Non-finite values are logged as strings.
+    figure = plots.calibration_curves_figure(records)
+    assert [ax.get_title().split(" (")[0] for ax in figure.axes] == ["AUC", "EER", "threshold"]
+    assert list(figure.axes[0].lines[0].get_xdata()) == [1.0, 2.0, 3.0]
+    assert plots.to_png(figure).startswith(PNG_MAGIC)
+    with pytest.raises(ValueError, match="no epoch record"):
+        plots.calibration_curves_figure([{"epoch": 1, "loss": 0.3}])

@@ -54,7 +54,7 @@ class EvalOptions:
       num_pairs: verification pairs; 0 uses the run's own pair set of the split (on "all":
         the run's `test_pairs`).
       bootstrap: bootstrap resamples of the AUC / EER intervals (0: none).
-      ways: N of the N-way k-shot episodes.
+      ways: N of the N-way k-shot episodes (each >= 2).
       shots: k of the episodes.
       queries: queries per class and episode.
       episodes: episodes per (N, k).
@@ -121,6 +121,11 @@ class EvalOptions:
             values = getattr(self, name)
             if not values or any(int(v) != v or v < 1 for v in values):
                 raise InputError(f"{name} must be positive integers, got {list(values)}")
+        if min(self.ways) < 2:
+            raise InputError(
+                f"--ways must be >= 2, got {','.join(str(v) for v in self.ways)}: a 1-way episode "
+                "has one candidate class, so it is always right"
+            )
         if "omniglot_runs" in protocols and not self.runs_zip:
             raise InputError("protocol omniglot_runs needs --runs_zip=PATH/all_runs.zip")
         if self.num_pairs == 1:
@@ -207,7 +212,7 @@ def oneshot_protocol(run: Run, data: SplitData, embeddings, options: EvalOptions
     skipped with the reason.
 
     Raises:
-      InputError: no (N, k) could be run.
+      InputError: no (N, k) could be run (the message says which `--ways` would fit).
     """
     results, ran = {}, 0
     for n_way in options.ways:
@@ -242,8 +247,18 @@ def oneshot_protocol(run: Run, data: SplitData, embeddings, options: EvalOptions
             }
             ran += 1
     if not ran:
-        reasons = "; ".join(r["skipped"] for r in results.values())
-        raise InputError(f"no one-shot episodes possible on the {data.name} split: {reasons}")
+        need = min(options.shots) + options.queries
+        counts = np.unique(data.labels, return_counts=True)[1]
+        eligible = int(np.sum(counts >= need))
+        asked = ",".join(str(n) for n in options.ways)
+        if eligible >= 2:
+            fix = f"use --ways={eligible} (or fewer; asked: {asked})"
+        else:
+            fix = "evaluate a split with more classes (--split, --dataset)"
+        raise InputError(
+            f"no one-shot episodes fit the {data.name} split: it has {eligible} classes with "
+            f"{need}+ examples (k-shot + queries) and N-way episodes need N of them; {fix}"
+        )
     return {"episodes": results}
 
 

@@ -59,7 +59,10 @@ def _write_plot(figure_fn, path: str, written: dict, name: str) -> None:
 def evaluate(workdir: str, protocols, options: EvalOptions | None = None) -> dict:
     """Runs evaluation protocols on a finished run and writes their reports.
 
-    The split (when a protocol needs one) is rebuilt and embedded once for all protocols.
+    The split (when a protocol needs one) is rebuilt and embedded once for all protocols. Each
+    protocol runs on its own: one the data cannot serve (too few classes for N-way episodes, an
+    uncalibrated model for verification, ...) gets a report with `status: "failed"` and its
+    `error`, and the others complete. A successful report has `status: "ok"`.
 
     Args:
       workdir: the run directory.
@@ -72,7 +75,7 @@ def evaluate(workdir: str, protocols, options: EvalOptions | None = None) -> dic
 
     Raises:
       InputError: bad options, a workdir without a finished run, data that no longer matches
-        the run, an uncalibrated model (verification), or a protocol the data cannot serve.
+        the run, or every protocol failed (their reports are written first).
     """
     options = options or EvalOptions()
     if isinstance(protocols, str):
@@ -85,12 +88,9 @@ def evaluate(workdir: str, protocols, options: EvalOptions | None = None) -> dic
             "(verification, oneshot, retrieval or clustering)"
         )
     run = load_run(workdir)
-    if "verification" in protocols:
-        run.require_threshold()  # Fail before the data is loaded.
     can_plot = options.plots and plots.available()
     if options.plots and not can_plot:
         log.warning("matplotlib is not installed: no plots written (pip install matplotlib)")
-    split_protocols = [p for p in protocols if p != "omniglot_runs"]
     results, written = {}, {}
     common = {
         "workdir": os.path.abspath(workdir),
@@ -102,6 +102,12 @@ def evaluate(workdir: str, protocols, options: EvalOptions | None = None) -> dic
             "image_shape": list(run.image_shape),
         },
     }
+    if "verification" in protocols:
+        try:
+            run.require_threshold()  # Known before the data is loaded.
+        except InputError as err:
+            results["verification"] = _failed("verification", common, err)
+    split_protocols = [p for p in protocols if p != "omniglot_runs" and p not in results]
     if split_protocols:
         start = time.perf_counter()
         data = load_split(run, options.split, options.manual_dir, options.data_dir, options.dataset)
@@ -117,31 +123,22 @@ def evaluate(workdir: str, protocols, options: EvalOptions | None = None) -> dic
         plot_dir = os.path.join(workdir, PLOTS_DIR)
         for protocol in split_protocols:
             t0 = time.perf_counter()
-            if protocol == "verification":
-                result, distances, same = verification_protocol(run, data, embeddings, options)
-                if can_plot:
-                    threshold = run.threshold
-                    title = f"{data.name} pairs"
-                    _write_plot(
-                        lambda d=distances, s=same, t=threshold, ti=title: plots.roc_figure(
-                            d, s, t, title=f"ROC, {ti}"
-                        ),
-                        os.path.join(plot_dir, f"{data.name}_roc_curve.png"),
-                        written,
-                        "roc_curve",
-                    )
-                    _write_plot(
-                        lambda d=distances, s=same, t=threshold, ti=title: (
-                            plots.distance_histogram_figure(d, s, t, title=f"Distances, {ti}")
-                        ),
-                        os.path.join(plot_dir, f"{data.name}_distance_histograms.png"),
-                        written,
-                        "distance_histograms",
-                    )
-            else:
-                result = _SPLIT_PROTOCOLS[protocol](run, data, embeddings, options)
+            try:
+                result = _run_split_protocol(
+                    protocol,
+                    run,
+                    data,
+                    embeddings,
+                    options,
+                    plot_dir if can_plot else None,
+                    written,
+                )
+            except InputError as err:
+                results[protocol] = {**_failed(protocol, common, err), "data": data_info}
+                continue
             results[protocol] = {
                 "protocol": protocol,
+                "status": "ok",
                 **common,
                 "data": data_info,
                 **result,
@@ -175,22 +172,58 @@ def evaluate(workdir: str, protocols, options: EvalOptions | None = None) -> dic
         log.info("split protocols took %.1f s", time.perf_counter() - start)
     if "omniglot_runs" in protocols:
         t0 = time.perf_counter()
-        results["omniglot_runs"] = {
-            "protocol": "omniglot_runs",
-            **common,
-            **omniglot_runs_protocol(run, options),
-            "seconds": round(time.perf_counter() - t0, 3),
-        }
+        try:
+            results["omniglot_runs"] = {
+                "protocol": "omniglot_runs",
+                "status": "ok",
+                **common,
+                **omniglot_runs_protocol(run, options),
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+        except InputError as err:
+            results["omniglot_runs"] = _failed("omniglot_runs", common, err)
+    results = {p: results[p] for p in protocols}  # In the order asked.
     eval_dir = os.path.join(workdir, EVAL_DIR)
     os.makedirs(eval_dir, exist_ok=True)
     for protocol, result in results.items():
-        if protocol != "omniglot_runs":
+        if protocol != "omniglot_runs" and result["status"] == "ok":
             result["plots"] = {k: v for k, v in written.items() if k != "projector"}
             result["projector"] = written.get("projector")
         wd.write_json_atomic(
             os.path.join(eval_dir, report_filename(protocol, options.split)), result
         )
+    if all(r["status"] == "failed" for r in results.values()):
+        raise InputError("; ".join(f"{p}: {r['error']}" for p, r in results.items()))
     return results
+
+
+def _failed(protocol: str, common: dict, err: Exception) -> dict:
+    """The report of a protocol that could not run: why, in the user's terms."""
+    return {"protocol": protocol, "status": "failed", "error": str(err), **common}
+
+
+def _run_split_protocol(protocol, run, data, embeddings, options, plot_dir, written) -> dict:
+    """One split protocol's result; verification also draws its ROC and histograms."""
+    if protocol != "verification":
+        return _SPLIT_PROTOCOLS[protocol](run, data, embeddings, options)
+    result, distances, same = verification_protocol(run, data, embeddings, options)
+    if plot_dir is not None:
+        threshold, title = run.threshold, f"{data.name} pairs"
+        _write_plot(
+            lambda: plots.roc_figure(distances, same, threshold, title=f"ROC, {title}"),
+            os.path.join(plot_dir, f"{data.name}_roc_curve.png"),
+            written,
+            "roc_curve",
+        )
+        _write_plot(
+            lambda: plots.distance_histogram_figure(
+                distances, same, threshold, title=f"Distances, {title}"
+            ),
+            os.path.join(plot_dir, f"{data.name}_distance_histograms.png"),
+            written,
+            "distance_histograms",
+        )
+    return result
 
 
 def report_filename(protocol: str, split: str) -> str:
@@ -202,6 +235,8 @@ def report_filename(protocol: str, split: str) -> str:
 
 def headline(protocol: str, result: dict) -> dict:
     """The few numbers of a protocol's result worth one line of a log."""
+    if result.get("status") == "failed":
+        return {"status": "failed", "error": result["error"]}
     if protocol == "verification":
         report = result["report"]
         out = {k: round(report[k], 4) for k in ("auc", "eer", "accuracy", "threshold")}
@@ -211,7 +246,8 @@ def headline(protocol: str, result: dict) -> dict:
         return out
     if protocol == "oneshot":
         return {
-            k: round(v["accuracy"], 4) for k, v in result["episodes"].items() if "accuracy" in v
+            k: round(v["accuracy"], 4) if "accuracy" in v else "skipped"
+            for k, v in result["episodes"].items()
         }
     if protocol == "retrieval":
         return {

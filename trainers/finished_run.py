@@ -115,9 +115,14 @@ def load_run(workdir: str) -> Run:
     config, split_sizes = load_config(workdir)
     filename = wd.path(workdir, wd.MODEL)
     if not os.path.isfile(filename):
+        if wd.has_checkpoint(workdir):
+            raise InputError(
+                f"{workdir} has no {wd.MODEL}: the run has not finished; re-run the same "
+                "launch.train command on it to resume and finish it"
+            )
         raise InputError(
-            f"{workdir} has no {wd.MODEL}: the run has not finished (re-run launch.train on it "
-            "to resume and finish it)"
+            f"{workdir} has no {wd.MODEL}: no training step was saved there (the run stopped "
+            f"early); train it with python -m launch.train --workdir={workdir} [flags]"
         )
     try:
         model = keras.models.load_model(filename, compile=False)

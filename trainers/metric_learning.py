@@ -39,6 +39,7 @@ from siamese_tf.evaluation import metrics as eval_metrics
 from siamese_tf.heads import PairClassifierHead
 from siamese_tf.inference import embed, nearest_gallery_labels, pair_set_distances
 from siamese_tf.models import UNCALIBRATED, SiameseModel, build_encoder
+from trainers import run_outputs, small_data
 from trainers import workdir as wd
 from trainers.config import TrainConfig
 from trainers.training_loop import fit_resumable
@@ -55,20 +56,36 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class PreparedData:
-    """The loaded, split and validated data of a run (nothing written yet)."""
+    """The loaded, split and validated data of a run (nothing written yet).
+
+    `config` is the config fitted to the data (`trainers.small_data`): the one to run and
+    record; `notes` say which defaults it adapted.
+    """
 
     source: Source
     splits: Splits
     train: Source
     calibration: Source
     test: Source
+    config: TrainConfig | None = None
+    notes: tuple = ()
 
 
-def prepare_data(config: TrainConfig) -> PreparedData:
+def prepare_data(config: TrainConfig, adaptable=(), replicas: int = 1) -> PreparedData:
     """Loads and splits the data and checks the config against it. Writes nothing.
 
+    Args:
+      config: the run's config.
+      adaptable: names of config fields left at their defaults, which may be fitted to small
+        data (`trainers.small_data`); the others are checked and refused with the fix.
+      replicas: replicas in sync (P must be a multiple of them).
+
+    Returns:
+      The data, with the fitted config and the notes on what was adapted.
+
     Raises:
-      InputError: an unknown dataset or loss, or P / K larger than the data allows.
+      InputError: an unknown dataset or loss, or data the config cannot serve (the message
+        names the split, the count and the flag value that fixes it).
     """
     if config.loss not in TRIPLET_LOSSES and config.loss not in PAIR_LOSSES:
         known = ", ".join([*TRIPLET_LOSSES, *PAIR_LOSSES])
@@ -80,24 +97,17 @@ def prepare_data(config: TrainConfig) -> PreparedData:
         manual_dir=config.manual_dir,
         data_dir=config.data_dir,
     )
+    small_data.check_classes(source)
+    config, notes = small_data.fit_split(config, source, adaptable)
     splits = config.split(source.labels, source.groups)
     train = source.take(splits.train)
     if config.rotate_classes:
         # Training classes only: calibration and test classes stay upright.
         train = rotated_classes(train, label_offset=int(source.labels.max()) + 1)
-    counts = np.unique(train.labels, return_counts=True)[1]
-    eligible = int(np.sum(counts >= 2))
-    if config.loss in TRIPLET_LOSSES and config.classes_per_batch > eligible:
-        raise InputError(
-            f"classes_per_batch={config.classes_per_batch} exceeds the {eligible} training "
-            f"classes with 2+ examples; lower --classes_per_batch"
-        )
-    if config.loss in TRIPLET_LOSSES and config.samples_per_class > counts.max():
-        raise InputError(
-            f"samples_per_class={config.samples_per_class} exceeds the largest training class "
-            f"({counts.max()} examples); lower --samples_per_class"
-        )
-    calibration = source.take(splits.calibration)
+    config, batch_notes = small_data.fit_batch(config, train, adaptable, replicas)
+    calibration, test = source.take(splits.calibration), source.take(splits.test)
+    small_data.check_held_out("calibration", calibration, config)
+    small_data.check_held_out("test", test, config)
     if config.oneshot_episodes:
         counts = np.unique(calibration.labels, return_counts=True)[1]
         usable = int(np.sum(counts >= 2))
@@ -107,7 +117,9 @@ def prepare_data(config: TrainConfig) -> PreparedData:
                 f"examples; the calibration split has {usable}: lower --oneshot_ways or raise "
                 "--calibration_fraction"
             )
-    return PreparedData(source, splits, train, calibration, source.take(splits.test))
+    return PreparedData(
+        source, splits, train, calibration, test, config=config, notes=(*notes, *batch_notes)
+    )
 
 
 def learning_rate(config: TrainConfig):
@@ -187,16 +199,23 @@ def make_train_dataset(config: TrainConfig, train: Source, strategy, start_step:
 ONE_NN_MAX_QUERIES = 10_000
 
 
-def evaluate_test(model: SiameseModel, config: TrainConfig, data: PreparedData) -> dict:
+def evaluate_test(
+    model: SiameseModel, config: TrainConfig, data: PreparedData, workdir: str | None = None
+) -> dict:
     """The final report on the test split at the calibrated threshold (never tuned on test).
 
     Images are read a bounded batch at a time (from memory or a prepared store): only the rows
-    the test pairs use, the 1-NN queries, and the training gallery streamed once.
+    the test pairs use, the 1-NN queries, and the training gallery streamed once. With
+    `workdir`, also writes the run's plots (`trainers.run_outputs.write_run_plots`).
     """
     pairs = fixed_pairs(data.test.labels, config.test_pairs, seed=config.seed + 2)
     distances = pair_set_distances(model, data.test, pairs, config.eval_batch_size)
     threshold = float(model.threshold.numpy())
     report = {"test": eval_metrics.verification_report(distances, pairs.same, threshold)}
+    if workdir is not None:
+        run_outputs.write_run_plots(
+            workdir, distances, pairs.same, threshold, wd.path(workdir, wd.METRICS)
+        )
     if config.split_by == "example":
         rows = np.unique(
             np.linspace(0, len(data.test) - 1, min(len(data.test), ONE_NN_MAX_QUERIES)).astype(int)
@@ -257,7 +276,7 @@ def train_and_evaluate(
       workdir: the run directory (created if missing).
       strategy: the `tf.distribute.Strategy` to build and train under.
       data: already prepared data (from `prepare_data`), else prepared here.
-      verbose: Keras `fit` verbosity (1: progress bar).
+      verbose: 0 silent, 1 Keras' progress bar, 2 one plain line per epoch (for logs in files).
       preemption: a `siamese_tf.checkpointing.PreemptionSignal`, or None.
 
     Returns:
@@ -270,11 +289,6 @@ def train_and_evaluate(
     data = data or prepare_data(config)
     chief = is_chief(strategy)
     config_dict = json.loads(config.to_json())
-    if chief:
-        os.makedirs(workdir, exist_ok=True)
-        wd.write_json_atomic(
-            wd.path(workdir, wd.CONFIG), {**config_dict, "split_sizes": data.splits.sizes()}
-        )
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
@@ -284,6 +298,11 @@ def train_and_evaluate(
         with strategy.scope():
             model = build_model(config, data.source.image_shape)
             model.prebuild(_per_replica_spec(config, data.train, strategy))
+        if chief:  # Only now, with the data and the model built: nothing half-written on error.
+            os.makedirs(workdir, exist_ok=True)
+            wd.write_json_atomic(
+                wd.path(workdir, wd.CONFIG), {**config_dict, "split_sizes": data.splits.sizes()}
+            )
         state = TrainingState(model, workdir, is_chief=chief, keep=config.keep_checkpoints)
         with _store_errors_as_input_errors():
             report = _train_and_report(
@@ -331,6 +350,9 @@ def _train_and_report(config, workdir, strategy, data, model, state, chief, verb
             MetricsJsonl(wd.path(workdir, wd.METRICS), config.steps_per_epoch),
             keras.callbacks.TensorBoard(wd.path(workdir, wd.LOGS), write_graph=False),
         ]
+    if verbose == 2:  # One plain line per epoch instead of Keras' progress bar.
+        callbacks.append(run_outputs.EpochLine(config.epochs, config.steps_per_epoch))
+        verbose = 0
     start = time.perf_counter()
     result = fit_resumable(
         model,
@@ -354,7 +376,7 @@ def _train_and_report(config, workdir, strategy, data, model, state, chief, verb
     if float(model.threshold.numpy()) == UNCALIBRATED:
         callbacks[0].set_model(model)
         callbacks[0].calibrate()  # A resumed, already finished run: calibrate once more.
-    report = evaluate_test(model, config, data)
+    report = evaluate_test(model, config, data, workdir=workdir if chief else None)
     report.update(
         train_seconds=round(train_seconds, 2),
         start_step=result.start_step,

@@ -103,6 +103,7 @@ def fit_resumable(
             steps_per_epoch=steps_per_epoch - offset,
             callbacks=all_callbacks,
             verbose=verbose,
+            shuffle=False,  # The samplers draw every batch; Keras would warn it ignores it.
         )
         for name, values in result.history.items():
             history.setdefault(name, []).extend(values)

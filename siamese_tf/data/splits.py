@@ -80,6 +80,9 @@ def split_indices(
     held_out = calibration_fraction + test_fraction
     test_share = test_fraction / held_out
     rows = np.arange(labels.size)
+    units = {"example": None, "class": labels}.get(split_by)
+    if split_by == "group":
+        units = groups = _checked_groups(groups, labels)
     try:
         if split_by == "example":
             train, rest = train_test_split(
@@ -89,14 +92,40 @@ def split_indices(
                 rest, test_size=test_share, random_state=seed + 1, stratify=labels[rest]
             )
         else:
-            units = labels if split_by == "class" else _checked_groups(groups, labels)
             values = np.unique(units)
             train_u, rest_u = train_test_split(values, test_size=held_out, random_state=seed)
             cal_u, test_u = train_test_split(rest_u, test_size=test_share, random_state=seed + 1)
             train, calibration, test = (rows[np.isin(units, u)] for u in (train_u, cal_u, test_u))
-    except ValueError as err:  # sklearn: a class too small to stratify, or too few classes.
-        raise InputError(f"cannot split the data by {split_by}: {err}") from None
+    except ValueError:  # sklearn: a class too small to stratify, or too few classes.
+        raise InputError(
+            _split_failure(labels, groups, calibration_fraction, test_fraction, split_by)
+        ) from None
     return Splits(np.sort(train), np.sort(calibration), np.sort(test))
+
+
+def _split_failure(labels, groups, calibration_fraction, test_fraction, split_by) -> str:
+    """Why `split_indices` could not split, in the user's terms (never scikit-learn's text)."""
+    classes, counts = np.unique(labels, return_counts=True)
+    fractions = f"calibration_fraction={calibration_fraction}, test_fraction={test_fraction}"
+    if split_by == "group":
+        return (
+            f"cannot give the training, calibration and test splits a group each: the data has "
+            f"{np.unique(groups).size} groups ({fractions}); split_by=group needs at least 3 "
+            "groups, or use --split_by=class"
+        )
+    if split_by == "class":
+        return (
+            f"cannot give the training, calibration and test splits a class each: the data has "
+            f"{classes.size} classes ({fractions}); split_by=class needs at least 6 classes "
+            "(2 per split), or use --split_by=example"
+        )
+    smallest = np.argsort(counts, kind="stable")[:5]
+    shown = ", ".join(f"label {classes[i]}: {counts[i]}" for i in smallest)
+    return (
+        f"cannot put every class in the training, calibration and test splits "
+        f"(split_by=example, {fractions}): the smallest classes have too few examples "
+        f"({shown}); remove the smallest classes, or use --split_by=class"
+    )
 
 
 def _checked_groups(groups, labels) -> np.ndarray:

@@ -1,4 +1,10 @@
-"""Embedding networks (encoders): images (uint8 or float, 0..255) in, embeddings out."""
+"""Embedding networks (encoders): images in, L2-normalised embeddings out.
+
+The encoder contract, which `SiameseModel` and the samplers rely on and which an encoder of your
+own must keep: the input is a batch of images as the samplers give them, uint8 [B, H, W, C]
+with values 0..255 (floats on the same 0..255 scale work too; each encoder rescales first);
+the output is float [B, D], L2-normalised (unit length), so distances lie in [0, 2].
+"""
 
 from __future__ import annotations
 
@@ -84,7 +90,8 @@ def build_encoder(name: str, input_shape, embedding_dim: int) -> keras.Model:
       embedding_dim: size of the embedding.
 
     Returns:
-      A functional `keras.Model` mapping images to L2-normalised embeddings.
+      A functional `keras.Model` mapping uint8 images [B, H, W, C] (0..255) to L2-normalised
+      embeddings [B, embedding_dim] (the module's encoder contract).
 
     Raises:
       InputError: unknown name or non-positive embedding size.

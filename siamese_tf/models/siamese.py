@@ -29,8 +29,15 @@ class SiameseModel(keras.Model):
     distance is <= threshold); callbacks set it, it is saved and exported with the model, and it
     is `UNCALIBRATED` (-1) until set.
 
+    The encoder contract (what `build_encoder` gives, and what your own encoder must do):
+    images in as the samplers give them, uint8 [B, H, W, C] with values 0..255 (so the encoder
+    rescales them itself, e.g. `keras.layers.Rescaling(1 / 255)` first); embeddings out,
+    float [B, D], L2-normalised (e.g. `keras.layers.UnitNormalization()` last), so distances
+    lie in [0, 2] and a loss margin means the same on any data.
+
     Args:
-      encoder: a Keras model mapping images to embeddings.
+      encoder: a Keras model mapping uint8 images [B, H, W, C] to L2-normalised embeddings
+        [B, D] (the contract above).
       head: optional pair head `head([emb_a, emb_b]) -> probability same`.
       distance_metric: "L2", "squared-L2" or "angular" (distances for pair losses and verification).
       stats_margin: margin used for the reported active-triplet fraction.
@@ -111,6 +118,17 @@ class SiameseModel(keras.Model):
         emb_a, emb_b = tf.split(emb, 2, axis=0)
         distances = self.pair_distances(emb_a, emb_b)
         return distances, distances <= self.threshold
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`; a (distributed) dataset is not shuffled: the samplers draw each batch.
+
+        Keras' default `shuffle=True` does nothing for a dataset but warn that it is ignored;
+        a dataset from `pk_batches` or `balanced_pairs` is already a random draw per step.
+        """
+        datasets = (tf.data.Dataset, tf.distribute.DistributedDataset)
+        if isinstance(x, datasets) and len(args) < 7:  # `shuffle` not given by position
+            kwargs.setdefault("shuffle", False)
+        return super().fit(x, y, *args, **kwargs)
 
     # --- training -----------------------------------------------------------------------------
 

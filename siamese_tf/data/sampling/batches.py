@@ -132,6 +132,7 @@ def pk_batches(
     Raises:
       InputError: bad arguments or data (see `pk_indices`).
     """
+    class_names = getattr(images, "class_names", None)
     reader, labels, map_fn = _unpack(images, labels, map_fn)
     blocks = pk_blocks(
         labels,
@@ -141,6 +142,7 @@ def pk_batches(
         start_step=start_step,
         stream=stream,
         class_weighting=class_weighting,
+        class_names=class_names,
     )
     rows_per_step = int(classes_per_batch) * int(samples_per_class)
 
@@ -185,6 +187,7 @@ def balanced_pairs(
     Raises:
       InputError: bad arguments or data (see `pair_indices`).
     """
+    class_names = getattr(images, "class_names", None)
     reader, labels, map_fn = _unpack(images, labels, map_fn)
     blocks = pair_blocks(
         labels,
@@ -193,6 +196,7 @@ def balanced_pairs(
         start_step=start_step,
         stream=stream,
         class_weighting=class_weighting,
+        class_names=class_names,
     )
 
     def to_images(gather, a, b, same):  # Runs in the input pipeline.

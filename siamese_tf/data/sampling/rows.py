@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 _REPORTED: set = set()
 
 
-def warn_single_example_classes(single_labels, name: str = "") -> None:
+def warn_single_example_classes(single_labels, name: str = "", class_names=None) -> None:
     """Logs once per process and data set that some classes hold a single example.
 
     Such classes can form no positive pair: P×K samplers never draw them, pair samplers draw
@@ -43,6 +43,8 @@ def warn_single_example_classes(single_labels, name: str = "") -> None:
     Args:
       single_labels: labels of the single-example classes (nothing is logged when empty).
       name: the data set's name, for the message.
+      class_names: optional name of each label value (e.g. folder names): the message names
+        the classes by them instead of by label.
     """
     single_labels = np.asarray(single_labels, np.int64)
     if single_labels.size == 0:
@@ -51,10 +53,16 @@ def warn_single_example_classes(single_labels, name: str = "") -> None:
     if key in _REPORTED:
         return
     _REPORTED.add(key)
-    shown = ", ".join(str(v) for v in single_labels[:10])
+    if class_names is not None:
+        shown = ", ".join(
+            repr(class_names[v]) if v < len(class_names) else f"label {v}"
+            for v in single_labels[:10]
+        )
+    else:
+        shown = "labels " + ", ".join(str(v) for v in single_labels[:10])
     more = ", ..." if single_labels.size > 10 else ""
     log.warning(
-        "%s%d classes have a single example (labels %s%s): they form no positive pair and are "
+        "%s%d classes have a single example (%s%s): they form no positive pair and are "
         "excluded from positive draws",
         f"{name}: " if name else "",
         single_labels.size,
@@ -248,6 +256,7 @@ def pk_blocks(
     stream: int = 0,
     class_weighting: str = "uniform",
     index: ClassIndex | None = None,
+    class_names=None,
 ) -> Blocks:
     """`pk_indices` as blocks of S steps (see `Blocks`)."""
     p, k = int(classes_per_batch), int(samples_per_class)
@@ -255,7 +264,7 @@ def pk_blocks(
         raise InputError(f"classes_per_batch and samples_per_class must be >= 1, got {p} and {k}")
     index = index or ClassIndex.from_labels(labels)
     tensors = _IndexTensors(index, min_count=2, class_weighting=class_weighting)
-    warn_single_example_classes(index.single_example_classes())
+    warn_single_example_classes(index.single_example_classes(), class_names=class_names)
     if tensors.num_eligible < p:
         raise InputError(
             f"classes_per_batch={p} but only {tensors.num_eligible} classes have 2 or more "
@@ -330,6 +339,7 @@ def pair_blocks(
     stream: int = 0,
     class_weighting: str = "uniform",
     index: ClassIndex | None = None,
+    class_names=None,
 ) -> Blocks:
     """`pair_indices` as blocks of S steps (see `Blocks`)."""
     b = int(batch_size)
@@ -337,7 +347,7 @@ def pair_blocks(
         raise InputError(f"batch_size must be >= 2 for balanced pairs, got {b}")
     index = index or ClassIndex.from_labels(labels)
     positives = _IndexTensors(index, min_count=2, class_weighting=class_weighting)
-    warn_single_example_classes(index.single_example_classes())
+    warn_single_example_classes(index.single_example_classes(), class_names=class_names)
     negatives = _IndexTensors(index, min_count=1, class_weighting=class_weighting)
     if positives.num_eligible < 1:
         raise InputError("no class has two or more examples: no positive pair can be drawn")

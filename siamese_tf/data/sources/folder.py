@@ -38,7 +38,15 @@ def folder_stream(path: str) -> SourceStream:
         raise InputError(f"folder: {path} is not a folder")
     classes = _class_folders(root)
     if not classes:
-        raise InputError(f"folder {path} is empty: expected one sub-folder of images per class")
+        loose = [f for f in root.iterdir() if f.is_file() and not f.name.startswith(".")]
+        if loose:
+            raise InputError(
+                f"folder {path} holds {len(loose)} files but no class sub-folders: put each "
+                f"class's images in a sub-folder of its own ({root / 'CLASS_NAME' / loose[0].name})"
+            )
+        raise InputError(
+            f"folder {path} holds no images: expected one sub-folder of images per class"
+        )
     files = [(f, label) for label, (_, fs) in enumerate(classes) for f in fs]
 
     def chunks():
