@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 
 class EpochLine(keras.callbacks.Callback):
-    """Prints one plain line per epoch: its number, step, time, loss and calibration.
+    """Prints one plain line per epoch: its number, step, time, loss, calibration and one-shot
+    validation.
 
     Args:
       epochs: epochs of the run (for "epoch 3/10").
@@ -53,7 +54,8 @@ class EpochLine(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         seconds = time.perf_counter() - (self._start or time.perf_counter())
-        values = ", ".join(f"{k} {float(logs[k]):.4f}" for k in self.KEYS if k in logs)
+        keys = [*self.KEYS, *sorted(k for k in logs if k.startswith("val_oneshot_"))]
+        values = ", ".join(f"{k} {float(logs[k]):.4f}" for k in keys if k in logs)
         line = (
             f"epoch {epoch + 1}/{self.epochs} (step {(epoch + 1) * self.steps_per_epoch}, "
             f"{seconds:.1f} s): {values}"
