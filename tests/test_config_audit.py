@@ -83,6 +83,8 @@ RUNS = {
         keep_checkpoints=1,
         save_every_steps=1,
         augment=True,
+        oneshot_ways=5,
+        oneshot_episodes=10,
     ),
     "data": dict(
         split_by="class",
@@ -290,6 +292,11 @@ CHECKS = {
         ),
     ),
     "eval_batch_size": ("model", lambda r: r.embed_batch_sizes == {7}),
+    "oneshot_ways": ("model", lambda r: "val_oneshot_5way" in r.metrics[0]),
+    "oneshot_episodes": (
+        "model",
+        lambda r: any(k.startswith("val_oneshot_") for k in r.metrics[0]),
+    ),
 }
 
 
