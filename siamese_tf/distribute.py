@@ -205,8 +205,9 @@ def lost_worker(error: BaseException, resolver=None) -> str | None:
       resolver: the job's cluster resolver (to name the coordination-service leader).
 
     Returns:
-      One line naming the lost worker and what was seen ("worker 1 (/job:worker/replica:0/
-      task:1): its connection closed"), or None when `error` is not a lost-worker error.
+      What was lost, for "error: lost ...": the worker and what was seen ("worker 1
+      (/job:worker/replica:0/task:1): its connection closed"), "contact with the cluster (...)"
+      when no peer can be named, or None when `error` is not a collective failure.
     """
     if not isinstance(error, _LOST_ERRORS):
         return None
@@ -229,4 +230,5 @@ def lost_worker(error: BaseException, resolver=None) -> str | None:
             f"{job} 0 (/job:{job}/replica:0/task:0, which runs the coordination service): "
             "it stopped answering"
         )
-    return f"a peer worker ({type(error).__name__}: {message.splitlines()[0][:200]})"
+    # Every peer answers: not provably a lost worker, but the collective is gone all the same.
+    return f"contact with the cluster ({type(error).__name__}: {message.splitlines()[0][:200]})"

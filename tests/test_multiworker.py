@@ -267,6 +267,10 @@ LEADER = (
             "worker 0 (/job:worker/replica:0/task:0, which runs the coordination service): "
             "it stopped answering",
         ),
+        (
+            tf.errors.UnavailableError(None, None, "Connection reset by peer\nmore"),
+            "contact with the cluster (UnavailableError: Connection reset by peer)",
+        ),
         (tf.errors.InvalidArgumentError(None, None, "Incompatible shapes"), None),
         (ValueError("not a TensorFlow error"), None),
     ],
