@@ -13,7 +13,7 @@ from absl import flags
 
 from launch import common
 
-SUITES = ("mining", "pipeline", "scaling", "recipe", "streaming")
+SUITES = ("mining", "pipeline", "scaling", "recipe", "streaming", "faults")
 
 flags.DEFINE_enum("suite", None, SUITES, "Which benchmark suite to run.")
 flags.DEFINE_bool("json", False, "Also print one JSON line with the results.")

@@ -52,6 +52,7 @@ from absl import app, flags, logging  # noqa: E402
 from siamese_tf.errors import InputError  # noqa: E402
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
 def fail(message: str) -> None:
@@ -194,6 +195,10 @@ def run(main, unknown_flag_hint: str = "") -> None:
             return main(argv)
         except InputError as err:
             fail(str(err))
+        except KeyboardInterrupt:
+            # Ctrl-C outside training (which saves and exits 130 itself): nothing to save.
+            print("stopped: interrupted", file=sys.stderr)
+            sys.exit(EXIT_INTERRUPTED)
 
     app.run(guarded, flags_parser=parse_flags_or_exit)
 

@@ -11,6 +11,8 @@ the data is loaded and checked; re-running the same command resumes.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 
 from absl import flags
@@ -41,8 +43,22 @@ flags.DEFINE_bool(
 )
 common.define_dataclass_flags(TrainConfig)
 FLAGS = flags.FLAGS
-# EX_TEMPFAIL: the job stopped on a preemption signal after saving; re-run it to resume.
+# Exit statuses besides 0, 1 (a NaN loss or an unexpected error) and 2 (bad input), in README:
+# EX_TEMPFAIL: stopped on SIGTERM (or, multi-worker, a peer's stop) after saving; re-run.
 EXIT_PREEMPTED = 75
+# 128 + SIGINT, the shell's status for Ctrl-C: stopped on SIGINT after saving; re-run.
+EXIT_INTERRUPTED = 130
+# EX_UNAVAILABLE: a worker of a multi-worker job was lost; nothing was saved after the last
+# backup; re-run to resume from it.
+EXIT_LOST_WORKER = 69
+
+
+def _stop_line(message: str) -> None:
+    """One line on stderr, on a line of its own (a terminal's progress bar leaves its line open)."""
+    if sys.stdout.isatty():
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    print(message, file=sys.stderr, flush=True)
 
 
 def main(argv):
@@ -50,8 +66,10 @@ def main(argv):
         raise InputError(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
     config = common.dataclass_from_flags(TrainConfig)
     common.check_workdir_writable(FLAGS.workdir)
+    import tensorflow as tf
+
     from siamese_tf.checkpointing import NonFiniteLossError, PreemptionSignal
-    from siamese_tf.distribute import get_strategy
+    from siamese_tf.distribute import get_strategy, lost_worker, multi_worker_resolver
     from trainers import metric_learning
     from trainers import workdir as wd
 
@@ -71,6 +89,11 @@ def main(argv):
         )
     # Everything is validated and loaded: only now may the workdir be written.
     wd.check_resume_config(FLAGS.workdir, json.loads(config.to_json()), FLAGS.allow_config_change)
+    resolver = multi_worker_resolver(strategy)
+
+    def on_resume(step, total):
+        print(f"resuming from step {step} of {total}", flush=True)
+
     preemption = PreemptionSignal()
     try:
         report = metric_learning.train_and_evaluate(
@@ -81,15 +104,35 @@ def main(argv):
             # A progress bar for a terminal; one plain line per epoch into a file or pipe.
             verbose=1 if sys.stdout.isatty() else 2,
             preemption=preemption,
+            on_resume=on_resume,
         )
     except metric_learning.Preempted as err:
-        print(f"stopped: {err}", file=sys.stderr)
+        if preemption.signum == signal.SIGINT:
+            _stop_line(
+                f"stopped: interrupted at step {err.step}: a backup was saved in "
+                f"{FLAGS.workdir}/backup; re-run the same command to resume"
+            )
+            sys.exit(EXIT_INTERRUPTED)
+        _stop_line(f"stopped: {err}")
         sys.exit(EXIT_PREEMPTED)
     except NonFiniteLossError as err:
-        print(f"error: {err}", file=sys.stderr)
+        _stop_line(f"error: {err}")
         sys.exit(1)
+    except tf.errors.OpError as err:
+        lost = lost_worker(err, resolver) if resolver is not None else None
+        if lost is None:
+            raise
+        backup = tf.train.latest_checkpoint(os.path.join(FLAGS.workdir, "backup"))
+        since = f"step {backup.rsplit('-', 1)[-1]}" if backup else "the start"
+        _stop_line(
+            f"error: lost {lost}; this worker stopped without saving; re-run the same command "
+            f"to resume from the last backup ({since})"
+        )
+        # Skip interpreter teardown: TensorFlow's runtime could wait on the lost peer.
+        os._exit(EXIT_LOST_WORKER)
     finally:
         preemption.restore()
+
     test = report["test"]
     summary = {
         "workdir": FLAGS.workdir,

@@ -13,7 +13,14 @@ the global step) and the running metric state:
 * `checkpoints/`: at every epoch end, `keep` kept (plus one every `keep_every_hours`) — history.
 
 Only the chief writes into the workdir; other workers save into a temporary directory (TF's
-multi-worker saving protocol needs every worker to save) that is deleted afterwards.
+multi-worker saving protocol needs every worker to save) that is deleted afterwards. Every worker
+restores from the workdir (shared storage in a multi-worker job), so all resume with the same
+weights, optimizer and metric state.
+
+Stopping on a signal (SIGTERM: preemption; SIGINT: Ctrl-C) saves a backup at a step boundary. In a
+multi-worker job a scheduler often signals one worker only, so the workers first agree on the step
+through TensorFlow's coordinated preemption (`CoordinatedStop`); every worker then saves that step
+and stops.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ import threading
 import keras
 import numpy as np
 import tensorflow as tf
+
+from siamese_tf import compat
 
 
 class NonFiniteLossError(RuntimeError):
@@ -68,6 +77,16 @@ class TrainingState:
             keep_checkpoint_every_n_hours=keep_every_hours,
             checkpoint_name="epoch_end",
         )
+        # What every worker resumes from: the chief's workdir. A non-chief only reads it (its
+        # own saves go to the temporary directory), so all workers restore the same step.
+        self.backup_in_workdir = (
+            self.backup
+            if is_chief
+            else tf.train.CheckpointManager(
+                self.checkpoint, os.path.join(workdir, "backup"), max_to_keep=2
+            )
+        )
+        self._kept_in_workdir = os.path.join(workdir, "checkpoints")
         self.restored_metric_values = None
 
     @property
@@ -77,7 +96,9 @@ class TrainingState:
 
     def restore(self) -> int:
         """Restores the latest backup, if any. Returns the step restored (0 when fresh)."""
-        latest = self.backup.latest_checkpoint or self.kept.latest_checkpoint
+        latest = self.backup_in_workdir.latest_checkpoint or tf.train.latest_checkpoint(
+            self._kept_in_workdir
+        )
         if latest is None:
             return 0
         self.checkpoint.restore(latest).assert_existing_objects_matched()
@@ -107,27 +128,103 @@ class TrainingState:
 
 
 class PreemptionSignal:
-    """Turns SIGTERM (the usual preemption notice) into a flag read between training steps.
+    """Turns SIGTERM (preemption) and SIGINT (Ctrl-C) into a flag read between training steps.
 
     The handler only sets a flag: saving inside a signal handler could interrupt a step halfway.
-    Install from the main thread; `restore()` puts the previous handler back.
+    The first SIGINT also restores SIGINT's default action, so a second one ends the process at
+    once (the kernel's default, even while a step or a collective is running); the last backup
+    is kept. Install from the main thread; `restore()` puts the previous handlers back.
+
+    Attributes:
+      received: a `threading.Event`, set by the first signal.
+      signum: the number of the first signal received (None before).
     """
 
-    def __init__(self, signals=(signal.SIGTERM,)):
+    def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
         self.received = threading.Event()
+        self.signum = None
         self._previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in signals:
                 self._previous[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
-        del signum, frame
+        del frame
+        if self.signum is None:
+            self.signum = signum
         self.received.set()
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     def restore(self):
         """Reinstalls the handlers that were there before."""
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+class CoordinatedStop:
+    """Makes every worker of a multi-worker job save the same step when any one is signalled.
+
+    TensorFlow's mechanism, `tf.distribute.experimental.PreemptionCheckpointHandler`: the
+    signalled worker publishes "save after step N+1" through the cluster's coordination service
+    and waits until every worker has acknowledged it; the workers run in lockstep (every step
+    all-reduces), so each reaches that step, saves it (`save_fn`: our backup) and stops. Chosen
+    over an all-reduce of a "stop" flag inside the step because it adds nothing to the step and
+    runs on the host between steps, where our callbacks already are. The handler polls
+    `signal.received` once a second, so a stop lands one or two steps after the signal.
+
+    The handler declines to work on GCP CPU VMs (it logs a warning); there `active` is False
+    and the caller falls back to stopping this process alone, which its peers see as a lost
+    worker (they stop within TensorFlow's heartbeat timeout; the last backup is kept).
+
+    Args:
+      cluster_resolver: the multi-worker strategy's `cluster_resolver`.
+      state: the `TrainingState`; every worker must restore before this is created (the handler
+        restores the same backup again and reads its run counter from it).
+      signal: the `PreemptionSignal` whose flag starts a stop.
+    """
+
+    def __init__(self, cluster_resolver, state: TrainingState, signal):
+        self.saved = False
+        config = tf.distribute.experimental.TerminationConfig(
+            termination_watcher_fn=signal.received.is_set,
+            exit_fn=self._saved,
+            grace_period=0,
+            save_fn=state.save_backup,
+        )
+        # Given the manager of the workdir's backups, the handler restores from the same place
+        # on every worker (it never saves through it: `save_fn` does).
+        self.handler = tf.distribute.experimental.PreemptionCheckpointHandler(
+            cluster_resolver, state.backup_in_workdir, termination_config=config
+        )
+        self.active = compat.preemption_handler_is_active(self.handler)
+        self._previous_excepthook = threading.excepthook
+        threading.excepthook = self._quiet_handler_threads
+
+    def _quiet_handler_threads(self, args):
+        # A lost worker takes the coordination service's keys with it: the handler's watcher
+        # threads then end with an OpError that says nothing the lost-worker line does not.
+        name = getattr(args.thread, "name", "") or ""
+        if name.startswith(compat.HANDLER_THREAD_PREFIXES) and issubclass(
+            args.exc_type, tf.errors.OpError
+        ):
+            return
+        self._previous_excepthook(args)
+
+    def _saved(self):
+        self.saved = True
+
+    def at_step_end(self) -> bool:
+        """Call after every step on every worker. Returns True once this step was saved."""
+        if not self.saved:
+            compat.save_checkpoint_if_preempted(self.handler)
+        return self.saved
+
+    def close(self):
+        """Stops the handler's watcher threads; call on every worker when training ends."""
+        if not self.saved:
+            compat.stop_preemption_handler(self.handler)
+        threading.excepthook = self._previous_excepthook
 
 
 class CheckpointCallback(keras.callbacks.Callback):
@@ -143,16 +240,24 @@ class CheckpointCallback(keras.callbacks.Callback):
       steps_per_epoch: steps per epoch; epoch-end steps are saved by `on_epoch_end` only, after
         the epoch's logs are written, so a resume never skips an epoch's metrics line.
       preemption: a `PreemptionSignal`, or None.
+      coordinated: a `CoordinatedStop` (multi-worker jobs), or None: then a signal stops this
+        process alone.
     """
 
     def __init__(
-        self, state: TrainingState, save_every_steps: int, steps_per_epoch: int, preemption=None
+        self,
+        state: TrainingState,
+        save_every_steps: int,
+        steps_per_epoch: int,
+        preemption=None,
+        coordinated: CoordinatedStop | None = None,
     ):
         super().__init__()
         self.state = state
         self.save_every_steps = int(save_every_steps)
         self.steps_per_epoch = int(steps_per_epoch)
         self.preemption = preemption
+        self.coordinated = coordinated if coordinated is not None and coordinated.active else None
         self.preempted_at = None
         self.non_finite_at = None
 
@@ -173,7 +278,12 @@ class CheckpointCallback(keras.callbacks.Callback):
             self.non_finite_at = step
             self.model.stop_training = True
             return
-        if self.preemption is not None and self.preemption.received.is_set():
+        if self.coordinated is not None:
+            if self.coordinated.at_step_end():  # saved the step all workers agreed on
+                self.preempted_at = step
+                self.model.stop_training = True
+                return
+        elif self.preemption is not None and self.preemption.received.is_set():
             self.state.save_backup()
             self.preempted_at = step
             self.model.stop_training = True

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import tensorflow as tf
 
+from siamese_tf import compat
 from siamese_tf.errors import InputError
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
@@ -147,6 +149,16 @@ def classes_per_replica(strategy, classes_per_batch: int) -> int:
     return classes_per_batch // replicas
 
 
+def multi_worker_resolver(strategy):
+    """The cluster resolver of a strategy that spans several processes, else None."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return None
+    spec = resolver.cluster_spec().as_dict()
+    tasks = sum(len(spec.get(job, ())) for job in ("chief", "worker"))
+    return resolver if tasks > 1 else None
+
+
 def is_chief(strategy) -> bool:
     """Whether this process writes the workdir: always, except non-chief multi-worker tasks."""
     resolver = getattr(strategy, "cluster_resolver", None)
@@ -155,3 +167,68 @@ def is_chief(strategy) -> bool:
     task_type, task_id = resolver.task_type, resolver.task_id
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return task_type == "chief" or (not has_chief and task_type == "worker" and task_id == 0)
+
+
+_TASK = r"/job:(\w+)/replica:\d+/task:(\d+)"
+# TensorFlow's wording (2.21) of the ways a collective learns that a peer is gone.
+_LOST_PATTERNS = (
+    # The coordination service missed the peer's heartbeats (a frozen or unreachable node).
+    (re.compile(r"stopped sending heartbeats\)?:\s*" + _TASK), "it stopped sending heartbeats"),
+    # The peer's process ended (its sockets closed at once: killed, OOM-killed, crashed).
+    (re.compile(r"[Ss]ocket closed[\s\S]*?remote target " + _TASK), "its connection closed"),
+    (re.compile(r"remote target " + _TASK + r"[\s\S]*?[Ss]ocket closed"), "its connection closed"),
+)
+_LOST_ERRORS = (
+    tf.errors.UnavailableError,
+    tf.errors.DeadlineExceededError,
+    tf.errors.AbortedError,
+    tf.errors.CancelledError,
+)
+
+
+def _short(task: str) -> str:
+    match = re.search(_TASK, task)
+    return f"{match.group(1)} {match.group(2)}" if match else task
+
+
+def lost_worker(error: BaseException, resolver=None) -> str | None:
+    """Names the lost worker of a multi-worker job from the error a collective raised.
+
+    A worker that dies or stops answering makes every other worker's pending collective fail:
+    at once when its sockets close (killed, crashed), or within the coordination service's
+    heartbeat timeout (10 s by default in TensorFlow 2.21) when it freezes or its node drops
+    off the network. TensorFlow's message names the task in most cases; otherwise every peer
+    is probed (5 s at most each) and those that do not answer are named.
+
+    Args:
+      error: the exception training raised.
+      resolver: the job's cluster resolver (to name the coordination-service leader).
+
+    Returns:
+      What was lost, for "error: lost ...": the worker and what was seen ("worker 1
+      (/job:worker/replica:0/task:1): its connection closed"), "contact with the cluster (...)"
+      when no peer can be named, or None when `error` is not a collective failure.
+    """
+    if not isinstance(error, _LOST_ERRORS):
+        return None
+    message = str(getattr(error, "message", "") or error)
+    for pattern, what in _LOST_PATTERNS:
+        match = pattern.search(message)
+        if match:
+            job, task = match.group(1), int(match.group(2))
+            return f"{job} {task} (/job:{job}/replica:0/task:{task}): {what}"
+    peers = compat.unreachable_peers(resolver) if resolver is not None else []
+    if peers:
+        names = ", ".join(f"{_short(peer)} ({peer})" for peer in peers)
+        return f"{names}: no answer to a health probe"
+    if "CoordinationService" in message:
+        # This worker lost the coordination service, which runs in the chief (or worker 0).
+        job = "worker"
+        if resolver is not None and "chief" in resolver.cluster_spec().as_dict():
+            job = "chief"
+        return (
+            f"{job} 0 (/job:{job}/replica:0/task:0, which runs the coordination service): "
+            "it stopped answering"
+        )
+    # Every peer answers: not provably a lost worker, but the collective is gone all the same.
+    return f"contact with the cluster ({type(error).__name__}: {message.splitlines()[0][:200]})"

@@ -1,5 +1,7 @@
 """Checkpoint hygiene in-process: the NaN guard keeps the last good checkpoint; mixed precision."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -67,3 +69,31 @@ def test_mixed_precision_step_is_finite():
         assert model(images).dtype == tf.float32  # embeddings and distances stay float32
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_a_resumed_progress_bar_numbers_epochs_over_the_whole_run(tmp_path, capsys):
+    # Stopped at step 7 of 3 × 5: the resumed run finishes epoch 2 in a `fit` of its own, which
+    # Keras alone would show as "Epoch 2/2".
+    kwargs = dict(steps_per_epoch=5, callbacks=[], save_every_steps=1)
+    model = make_model()
+    fit_resumable(
+        model,
+        TrainingState(model, str(tmp_path)),
+        dataset_with_nan_at(-1),
+        total_steps=7,
+        verbose=0,
+        **kwargs,
+    )
+    capsys.readouterr()
+    model = make_model()
+    fit_resumable(
+        model,
+        TrainingState(model, str(tmp_path)),
+        dataset_with_nan_at(-1),
+        total_steps=15,
+        verbose=1,
+        **kwargs,
+    )
+    out = capsys.readouterr().out
+    assert re.findall(r"Epoch (\d+)/(\d+)", out) == [("2", "3"), ("3", "3")]
+    assert "2/2" not in out and "5/5" in out  # the resumed epoch's bar ends at 5 of 5 steps

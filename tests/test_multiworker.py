@@ -1,58 +1,184 @@
-"""Multi-worker training on loopback: two processes, identical weights, a complete chief workdir."""
+"""Multi-worker training on loopback: identical weights, coordinated preemption, a lost worker.
+
+Two worker processes through `launch.multiworker`; the job must stop together at one saved step
+when any worker is signalled, end (not hang) when a worker is killed outright, and resume to the
+bit-identical weights of an uninterrupted run either way.
+"""
 
 import json
 import os
 import pathlib
+import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
-from siamese_tf.distribute import cluster_resolver, get_strategy
+from siamese_tf.distribute import cluster_resolver, get_strategy, lost_worker
 from siamese_tf.errors import InputError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def test_two_workers_train_to_identical_weights(tmp_path):
-    workdir = tmp_path / "mw"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    env.pop("TF_CONFIG", None)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "launch.multiworker",
-            "--num_workers=2",
-            "--",
-            f"--workdir={workdir}",
-            "--epochs=2",
-            "--steps_per_epoch=4",
-            "--classes_per_batch=6",
-            "--samples_per_class=4",
-            "--calibration_pairs=100",
-            "--test_pairs=100",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    summaries = {}
-    for line in result.stdout.splitlines():
-        for worker in ("[worker 0] ", "[worker 1] "):
-            if line.startswith(worker + "summary: "):
-                summaries[worker] = json.loads(line.split("summary: ", 1)[1])
-    assert len(summaries) == 2, result.stdout[-3000:]
-    checksums = {s["weights_sha256"] for s in summaries.values()}
-    assert len(checksums) == 1  # both workers hold bit-identical weights
+# Small but real: 3 epochs × 6 steps on two workers, op determinism on, a backup every step (so a
+# test can wait for any step by polling the workdir).
+ARGS = [
+    "--deterministic",
+    "--epochs=3",
+    "--steps_per_epoch=6",
+    "--save_every_steps=1",
+    "--classes_per_batch=6",
+    "--samples_per_class=4",
+    "--calibration_pairs=50",
+    "--test_pairs=50",
+]
+TOTAL_STEPS = 18
+
+
+class Launch:
+    """`python -m launch.multiworker --num_workers=2` in the background, its output in a file."""
+
+    def __init__(self, workdir, log):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+        env.pop("TF_CONFIG", None)
+        self.workdir, self.log = pathlib.Path(workdir), pathlib.Path(log)
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "launch.multiworker",
+                    "--num_workers=2",
+                    "--",
+                    f"--workdir={workdir}",
+                    *ARGS,
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+
+    def text(self):
+        return self.log.read_text(errors="replace")
+
+    def wait(self, timeout=400):
+        return self.proc.wait(timeout=timeout)
+
+    def poll_until(self, condition, what, timeout=300):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = condition()
+            if value:
+                return value
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the job ended before {what}: {self.text()[-3000:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def worker_pids(self):
+        def pids():
+            found = dict(re.findall(r"^worker (\d+): pid (\d+)$", self.text(), re.M))
+            return {int(k): int(v) for k, v in found.items()} if len(found) == 2 else None
+
+        return self.poll_until(pids, "the worker pids")
+
+    def wait_for_backup(self, step):
+        return self.poll_until(lambda: (backup_steps(self.workdir) or [0])[-1] >= step, "a backup")
+
+    def summaries(self):
+        found = re.findall(r"^\[worker (\d)\] summary: (.*)$", self.text(), re.M)
+        return {int(w): json.loads(s) for w, s in found}
+
+
+def backup_steps(workdir):
+    folder = pathlib.Path(workdir) / "backup"
+    return sorted(int(p.name.split("-")[1].split(".")[0]) for p in folder.glob("step-*.index"))
+
+
+def digests(launch):
+    return {s["weights_sha256"] for s in launch.summaries().values()}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mw")
+    launch = Launch(tmp / "run", tmp / "log")
+    assert launch.wait() == 0, launch.text()[-3000:]
+    return launch
+
+
+def test_two_workers_train_to_identical_weights(uninterrupted):
+    workdir = uninterrupted.workdir
+    assert len(uninterrupted.summaries()) == 2, uninterrupted.text()[-3000:]
+    assert len(digests(uninterrupted)) == 1  # both workers hold bit-identical weights
     for name in ("config.json", "metrics.jsonl", "model.keras", "report.json"):
         assert (workdir / name).exists(), name
-    assert len((workdir / "metrics.jsonl").read_text().splitlines()) == 2
+    assert len((workdir / "metrics.jsonl").read_text().splitlines()) == 3
     report = json.loads((workdir / "report.json").read_text())
-    assert report["replicas"] == 2 and report["steps"] == 8
+    assert report["replicas"] == 2 and report["steps"] == TOTAL_STEPS
+
+
+def _schedule_rng():
+    seed = int(time.time())
+    print("signal schedule seed", seed)  # shown on failure, to replay the schedule
+    return np.random.default_rng(seed)
+
+
+def test_sigterm_to_a_non_chief_stops_every_worker_at_one_step_then_resumes(
+    uninterrupted, tmp_path
+):
+    # A scheduler often notifies one worker only: worker 1 gets SIGTERM at a random step; both
+    # workers must save the same step and exit 75, and the re-run must end bit-identical.
+    signal_after = int(_schedule_rng().integers(2, 9))
+    workdir = tmp_path / "run"
+    launch = Launch(workdir, tmp_path / "log1")
+    pids = launch.worker_pids()
+    launch.wait_for_backup(signal_after)
+    os.kill(pids[1], signal.SIGTERM)
+    assert launch.wait() == 75, launch.text()[-3000:]
+    stopped = re.findall(r"^\[worker (\d)\] stopped: preempted at step (\d+)", launch.text(), re.M)
+    assert sorted(w for w, _ in stopped) == ["0", "1"], launch.text()[-3000:]
+    steps = {int(s) for _, s in stopped}
+    assert len(steps) == 1  # every worker saved the same step
+    step = steps.pop()
+    assert signal_after <= step < TOTAL_STEPS and backup_steps(workdir)[-1] == step
+
+    again = Launch(workdir, tmp_path / "log2")
+    assert again.wait() == 0, again.text()[-3000:]
+    assert f"[worker 0] resuming from step {step} of {TOTAL_STEPS}" in again.text()
+    assert digests(again) == digests(uninterrupted)
+
+
+def test_a_worker_killed_outright_ends_the_job_then_resume_is_bit_identical(
+    uninterrupted, tmp_path
+):
+    # kill -9 (the OOM killer, a lost node): the survivor's collective fails, it names the lost
+    # worker and exits 69; the launcher names it too. `wait`'s timeout bounds the whole stop.
+    rng = _schedule_rng()
+    kill_after, victim = int(rng.integers(2, 15)), int(rng.integers(0, 2))
+    survivor = 1 - victim
+    workdir = tmp_path / "run"
+    launch = Launch(workdir, tmp_path / "log1")
+    pids = launch.worker_pids()
+    launch.wait_for_backup(kill_after)
+    os.kill(pids[victim], signal.SIGKILL)
+    assert launch.wait(timeout=120) == 69, launch.text()[-3000:]
+    text = launch.text()
+    assert f"worker {victim} (pid {pids[victim]}) was lost: killed by SIGKILL" in text
+    lost = f"[worker {survivor}] error: lost worker {victim} (/job:worker/replica:0/task:{victim})"
+    assert lost in text, text[-3000:]
+
+    again = Launch(workdir, tmp_path / "log2")
+    assert again.wait() == 0, again.text()[-3000:]
+    assert re.search(rf"^\[worker 0\] resuming from step \d+ of {TOTAL_STEPS}$", again.text(), re.M)
+    assert digests(again) == digests(uninterrupted)
 
 
 def test_slurm_resolver_reads_a_fake_slurm_environment(monkeypatch):
@@ -75,3 +201,79 @@ def test_multi_worker_without_tf_config_is_a_clear_error(monkeypatch):
         get_strategy("multi_worker")
     with pytest.raises(InputError, match="unknown cluster"):
         cluster_resolver("k8s")
+
+
+def _fake_worker(code: str):
+    return subprocess.Popen([sys.executable, "-c", f"import os, signal, sys, time\n{code}"])
+
+
+@pytest.mark.parametrize(
+    "codes, status, lines",
+    [
+        (["sys.exit(0)", "sys.exit(0)"], 0, []),
+        (["sys.exit(75)", "time.sleep(0.3); sys.exit(75)"], 75, []),
+        (["sys.exit(75)", "sys.exit(130)"], 130, []),
+        (["sys.exit(2)", "sys.exit(2)"], 2, ["worker 0 exited with status 2; stopping all"]),
+        # A crash is the cause; its peer then exits 69 (it lost the crashed worker).
+        (["sys.exit(1)", "time.sleep(0.3); sys.exit(69)"], 1, ["worker 0 exited with status 1"]),
+        # Killed outright, whichever ends first; a frozen worker is killed after the grace.
+        (["time.sleep(0.3); sys.exit(69)", "os.kill(os.getpid(), 9)"], 69, ["1 (pid"]),
+        (["os.kill(os.getpid(), 9)", "sys.exit(69)"], 69, ["0 (pid"]),
+        (["sys.exit(69)", "time.sleep(60)"], 69, ["still running after 1 s; killing it"]),
+    ],
+)
+def test_launcher_status_and_lines(codes, status, lines, capsys, monkeypatch):
+    from launch import multiworker
+
+    monkeypatch.setattr(multiworker, "LOST_WORKER_GRACE_S", 1.0)
+    procs = [_fake_worker(code) for code in codes]
+    assert multiworker._supervise(procs, threading.Event()) == status
+    err = capsys.readouterr().err
+    for line in lines:
+        assert line in err, err
+    if status == 69 and "killing" not in err:
+        assert "was lost: killed by SIGKILL" in err
+
+
+# TensorFlow 2.21's messages, as the loopback runs above produced them.
+HEARTBEAT = (
+    "Collective ops is aborted by: Error reported from /job:worker/task:1: The following tasks "
+    "are unhealthy (stopped sending heartbeats):\n/job:worker/replica:0/task:1\nThe tasks have "
+    "crashed. Check the task logs for an earlier error"
+)
+SOCKET = (
+    "Collective ops is aborted by: Socket closed\nAdditional GRPC error information from remote "
+    "target /job:worker/replica:0/task:1 while calling /tensorflow.WorkerService/RecvBuf:"
+)
+LEADER = (
+    "Collective ops is aborted by: Deadline Exceeded\n\nRPC: "
+    "/tensorflow.CoordinationService/Heartbeat"
+)
+
+
+@pytest.mark.parametrize(
+    "error, expected",
+    [
+        (
+            tf.errors.UnavailableError(None, None, HEARTBEAT),
+            "worker 1 (/job:worker/replica:0/task:1): it stopped sending heartbeats",
+        ),
+        (
+            tf.errors.UnavailableError(None, None, SOCKET),
+            "worker 1 (/job:worker/replica:0/task:1): its connection closed",
+        ),
+        (
+            tf.errors.DeadlineExceededError(None, None, LEADER),
+            "worker 0 (/job:worker/replica:0/task:0, which runs the coordination service): "
+            "it stopped answering",
+        ),
+        (
+            tf.errors.UnavailableError(None, None, "Connection reset by peer\nmore"),
+            "contact with the cluster (UnavailableError: Connection reset by peer)",
+        ),
+        (tf.errors.InvalidArgumentError(None, None, "Incompatible shapes"), None),
+        (ValueError("not a TensorFlow error"), None),
+    ],
+)
+def test_lost_worker_names_the_worker_from_tensorflows_message(error, expected):
+    assert lost_worker(error) == expected

@@ -1,8 +1,9 @@
-"""Preemption-safe training: kill -9 twice and resume bit-identically, SIGTERM, config changes."""
+"""Preemption-safe training: kill -9 twice and resume bit-identically, SIGTERM, SIGINT, configs."""
 
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -117,6 +118,49 @@ def test_sigterm_saves_and_exits_then_resumes(uninterrupted, tmp_path):
     assert stopped_at >= 4
     code, _, err = finish(start(workdir))
     assert code == 0, err[-2000:]
+    assert_same_weights(uninterrupted, workdir)
+
+
+def sigint_handled(pid) -> bool:
+    """Whether the process has run its first SIGINT handler: SIGINT is no longer caught (Linux)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+    return not caught >> (signal.SIGINT - 1) & 1
+
+
+def test_sigint_saves_and_exits_130_a_second_one_at_once_then_resume(uninterrupted, tmp_path):
+    workdir = tmp_path / "interrupted"
+    # Ctrl-C: one line, a backup at the current step, exit 130.
+    proc = start(workdir)
+    wait_for_backup(proc, workdir, 4)
+    proc.send_signal(signal.SIGINT)
+    code, _, err = finish(proc)
+    assert code == 130, err[-2000:]
+    ours = [line for line in err.splitlines() if line.startswith(("stopped", "error"))]
+    assert len(ours) == 1 and "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    step = int(re.fullmatch(r"stopped: interrupted at step (\d+): .*", ours[0]).group(1))
+    assert backup_steps(workdir)[-1] == step >= 4
+
+    # A second Ctrl-C ends the process at once (killed by SIGINT); the workdir still resumes.
+    proc = start(workdir)
+    wait_for_backup(proc, workdir, step + 1)
+    proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 60
+    while not sigint_handled(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    code, out, err = finish(proc)
+    assert code == -signal.SIGINT, err[-2000:]
+    assert f"resuming from step {step} of 36" in out
+
+    code, out, err = finish(start(workdir))
+    assert code == 0, err[-2000:]
+    resumed = int(re.search(r"^resuming from step (\d+) of 36$", out, re.M).group(1))
+    assert resumed > step
+    # The epoch lines count on from the interrupted epoch, over the run's 3 epochs.
+    assert re.findall(r"^epoch (\d+)/(\d+) \(step", out, re.M) == [
+        (str(epoch), "3") for epoch in range(resumed // 12 + 1, 4)
+    ]
     assert_same_weights(uninterrupted, workdir)
 
 

@@ -33,7 +33,12 @@ from siamese_tf.data import (
 from siamese_tf.data.augment import augment_by_step, random_affine
 from siamese_tf.data.class_augment import rotated_classes
 from siamese_tf.data.store import store_error_from
-from siamese_tf.distribute import classes_per_replica, distribute_pk_dataset, is_chief
+from siamese_tf.distribute import (
+    classes_per_replica,
+    distribute_pk_dataset,
+    is_chief,
+    multi_worker_resolver,
+)
 from siamese_tf.errors import InputError
 from siamese_tf.evaluation import metrics as eval_metrics
 from siamese_tf.heads import PairClassifierHead
@@ -139,7 +144,11 @@ def build_model(config: TrainConfig, image_shape) -> SiameseModel:
     encoder = build_encoder(config.encoder, image_shape, config.embedding_dim)
     head = PairClassifierHead() if config.loss == "bce" else None
     model = SiameseModel(
-        encoder, head=head, distance_metric=config.distance_metric, stats_margin=config.margin
+        encoder,
+        head=head,
+        distance_metric=config.distance_metric,
+        stats_margin=config.margin,
+        cross_replica_mining=config.cross_replica_mining,
     )
     if config.loss in TRIPLET_LOSSES:
         loss = TRIPLET_LOSSES[config.loss](
@@ -255,7 +264,15 @@ def _store_errors_as_input_errors():
 
 
 class Preempted(Exception):
-    """The job received a preemption signal, saved a backup and stopped; re-run to resume."""
+    """The job received a stop signal, saved a backup and stopped; re-run to resume.
+
+    Attributes:
+      step: the step saved (in a multi-worker job, the same on every worker).
+    """
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
 
 
 def train_and_evaluate(
@@ -265,6 +282,7 @@ def train_and_evaluate(
     data: PreparedData | None = None,
     verbose: int = 1,
     preemption=None,
+    on_resume=None,
 ) -> dict:
     """Trains (or resumes), calibrates and reports one run into `workdir`.
 
@@ -277,14 +295,20 @@ def train_and_evaluate(
       strategy: the `tf.distribute.Strategy` to build and train under.
       data: already prepared data (from `prepare_data`), else prepared here.
       verbose: 0 silent, 1 Keras' progress bar, 2 one plain line per epoch (for logs in files).
-      preemption: a `siamese_tf.checkpointing.PreemptionSignal`, or None.
+      preemption: a `siamese_tf.checkpointing.PreemptionSignal`, or None. In a multi-worker
+        job a signal to any worker stops all of them at the same step.
+      on_resume: optional `fn(step, total_steps)`, called on the chief before training when
+        the run resumes from a backup.
 
     Returns:
       The report (also written to `workdir/report.json`).
 
     Raises:
-      Preempted: a preemption signal arrived; a backup was saved.
+      Preempted: a stop signal arrived (here or, multi-worker, on any worker); a backup was
+        saved.
       siamese_tf.checkpointing.NonFiniteLossError: the loss became NaN or infinite.
+      tensorflow.errors.OpError: multi-worker, a worker was lost (see
+        `siamese_tf.distribute.lost_worker`); nothing was saved after the last backup.
     """
     data = data or prepare_data(config)
     chief = is_chief(strategy)
@@ -306,7 +330,7 @@ def train_and_evaluate(
         state = TrainingState(model, workdir, is_chief=chief, keep=config.keep_checkpoints)
         with _store_errors_as_input_errors():
             report = _train_and_report(
-                config, workdir, strategy, data, model, state, chief, verbose, preemption
+                config, workdir, strategy, data, model, state, chief, verbose, preemption, on_resume
             )
     finally:
         if config.mixed_precision:
@@ -320,7 +344,9 @@ def _per_replica_spec(config, train, strategy):
     return replica_dataset(config, train, replica_classes, stream=0, start_element=0).element_spec
 
 
-def _train_and_report(config, workdir, strategy, data, model, state, chief, verbose, preemption):
+def _train_and_report(
+    config, workdir, strategy, data, model, state, chief, verbose, preemption, on_resume=None
+):
     calibration_pairs = fixed_pairs(
         data.calibration.labels, config.calibration_pairs, seed=config.seed + 1
     )
@@ -353,25 +379,36 @@ def _train_and_report(config, workdir, strategy, data, model, state, chief, verb
     if verbose == 2:  # One plain line per epoch instead of Keras' progress bar.
         callbacks.append(run_outputs.EpochLine(config.epochs, config.steps_per_epoch))
         verbose = 0
+
+    def on_restore(step):
+        if chief:
+            wd.truncate_metrics(workdir, step)
+            if step and on_resume is not None:
+                on_resume(step, config.total_steps)
+
     start = time.perf_counter()
-    result = fit_resumable(
-        model,
-        state,
-        lambda step: make_train_dataset(config, data.train, strategy, start_step=step),
-        steps_per_epoch=config.steps_per_epoch,
-        total_steps=config.total_steps,
-        callbacks=callbacks,
-        save_every_steps=config.save_every_steps,
-        preemption=preemption,
-        verbose=verbose,
-        on_restore=(lambda step: wd.truncate_metrics(workdir, step)) if chief else None,
-    )
+    try:
+        result = fit_resumable(
+            model,
+            state,
+            lambda step: make_train_dataset(config, data.train, strategy, start_step=step),
+            steps_per_epoch=config.steps_per_epoch,
+            total_steps=config.total_steps,
+            callbacks=callbacks,
+            save_every_steps=config.save_every_steps,
+            preemption=preemption,
+            verbose=verbose,
+            on_restore=on_restore,
+            cluster_resolver=multi_worker_resolver(strategy),
+        )
+    finally:
+        state.close()  # a non-chief's temporary checkpoints, also after a lost worker
     train_seconds = time.perf_counter() - start
-    state.close()
     if result.preempted_at is not None:
         raise Preempted(
             f"preempted at step {result.preempted_at}: a backup was saved in "
-            f"{workdir}/backup; re-run the same command to resume"
+            f"{workdir}/backup; re-run the same command to resume",
+            result.preempted_at,
         )
     if float(model.threshold.numpy()) == UNCALIBRATED:
         callbacks[0].set_model(model)

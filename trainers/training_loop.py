@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 
 import keras
+import tensorflow as tf
 
-from siamese_tf.checkpointing import CheckpointCallback, TrainingState
+from siamese_tf.checkpointing import CheckpointCallback, CoordinatedStop, TrainingState
 
 
 class StopAtStep(keras.callbacks.Callback):
@@ -38,6 +39,38 @@ class LearningRateLogger(keras.callbacks.Callback):
             )
 
 
+class RunProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar numbered over the whole run, so a resumed run counts on without a gap.
+
+    A mid-epoch resume finishes its epoch in a `fit` call of its own; Keras would show it as
+    "Epoch 5/5" with a bar of the remaining steps. This shows "Epoch 5/50" and a bar that starts
+    where the interrupted epoch stopped.
+
+    Args:
+      epochs: epochs of the whole run.
+      steps_per_epoch: steps per epoch.
+      start_step: the global step this run starts at.
+    """
+
+    def __init__(self, epochs: int, steps_per_epoch: int, start_step: int = 0):
+        super().__init__()
+        self.run_epochs = epochs
+        self.steps_per_epoch = steps_per_epoch
+        self.offset = start_step % steps_per_epoch
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.epochs = self.run_epochs
+        self.target = self.steps_per_epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch + self.offset, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        self.offset = 0  # only the resumed epoch started part-way
+
+
 @dataclasses.dataclass
 class FitResult:
     """What the loop did: steps done, whether it was resumed, preempted, and its epoch logs."""
@@ -60,6 +93,7 @@ def fit_resumable(
     preemption=None,
     verbose: int = 1,
     on_restore=None,
+    cluster_resolver=None,
 ) -> FitResult:
     """Trains from the last backup (or from scratch) to `total_steps`.
 
@@ -74,6 +108,8 @@ def fit_resumable(
       preemption: a `PreemptionSignal`, or None.
       verbose: `fit` verbosity.
       on_restore: optional `fn(step)` called with the restored step before training.
+      cluster_resolver: a multi-worker job's cluster resolver: a signal to any worker then
+        stops all of them at the same step (`CoordinatedStop`). None: this process alone.
 
     Returns:
       A `FitResult`.
@@ -85,29 +121,49 @@ def fit_resumable(
         state.restored_metric_values = None
     if on_restore is not None:
         on_restore(start)
-    checkpoint_cb = CheckpointCallback(state, save_every_steps, steps_per_epoch, preemption)
+    coordinated = None
+    if cluster_resolver is not None and preemption is not None and start < total_steps:
+        # Created after every worker restored: the handler restores the same backup again and
+        # takes its step counter from it, which must be equal on all workers.
+        coordinated = CoordinatedStop(cluster_resolver, state, preemption)
+    checkpoint_cb = CheckpointCallback(
+        state, save_every_steps, steps_per_epoch, preemption, coordinated
+    )
+    epochs = -(-total_steps // steps_per_epoch)
     # Order matters: the checkpoint callback sees the NaN guard's verdict and runs after the
     # calibration callback has stored the epoch's threshold in the model.
     all_callbacks = [LearningRateLogger(), *callbacks, checkpoint_cb, StopAtStep(total_steps)]
+    if verbose:
+        all_callbacks.append(RunProgbar(epochs, steps_per_epoch, start))
     history: dict = {}
     step = start
-    epochs = -(-total_steps // steps_per_epoch)
-    while step < total_steps and checkpoint_cb.preempted_at is None:
-        epoch, offset = divmod(step, steps_per_epoch)
-        # A mid-epoch resume finishes its epoch alone; otherwise run all remaining epochs.
-        last_epoch = epoch + 1 if offset else epochs
-        result = model.fit(
-            make_dataset(step),
-            initial_epoch=epoch,
-            epochs=last_epoch,
-            steps_per_epoch=steps_per_epoch - offset,
-            callbacks=all_callbacks,
-            verbose=verbose,
-            shuffle=False,  # The samplers draw every batch; Keras would warn it ignores it.
-        )
-        for name, values in result.history.items():
-            history.setdefault(name, []).extend(values)
-        step = state.step
-        if checkpoint_cb.non_finite_at is not None:
-            break
+    try:
+        while step < total_steps and checkpoint_cb.preempted_at is None:
+            epoch, offset = divmod(step, steps_per_epoch)
+            # A mid-epoch resume finishes its epoch alone; otherwise run all remaining epochs.
+            last_epoch = epoch + 1 if offset else epochs
+            result = model.fit(
+                make_dataset(step),
+                initial_epoch=epoch,
+                epochs=last_epoch,
+                steps_per_epoch=steps_per_epoch - offset,
+                callbacks=all_callbacks,
+                verbose=verbose,
+                shuffle=False,  # The samplers draw every batch; Keras would warn it ignores it.
+            )
+            for name, values in result.history.items():
+                history.setdefault(name, []).extend(values)
+            step = state.step
+            if checkpoint_cb.non_finite_at is not None:
+                break
+    except tf.errors.OpError:
+        # A lost worker: the cluster is gone and stopping the handler's threads could block
+        # on it; they are daemon threads and end with the process.
+        raise
+    except BaseException:
+        if coordinated is not None:
+            coordinated.close()
+        raise
+    if coordinated is not None:
+        coordinated.close()
     return FitResult(start, state.step, checkpoint_cb.preempted_at, history)

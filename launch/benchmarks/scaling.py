@@ -2,7 +2,9 @@
 
 On this CPU-only machine the two replicas are logical CPU devices sharing the same cores, so the
 figure is a sanity check of the distributed path (it must work and not collapse), not a speed-up.
-On a GPU machine it also measures mixed precision and XLA on and off.
+On a GPU machine it also measures mixed precision and XLA on and off. It also measures the input
+pipeline one host feeds (the scaling model in WORKSPACE.md rests on it): the Omniglot recipe's
+P×K 32×4 batches of 32×32 images, with and without augmentation, from memory.
 """
 
 from __future__ import annotations
@@ -57,6 +59,34 @@ def _measure(strategy, *, mixed_precision=False, jit_compile=False, steps=60, wa
     }
 
 
+def _input_pipeline(batches: int = 200, repeats: int = 3) -> list:
+    """Images/s of one input pipeline of the recipe's batches (median of `repeats` windows)."""
+    import numpy as np
+
+    from siamese_tf.data import Source
+    from trainers import metric_learning
+    from trainers.config import TrainConfig
+
+    rng = np.random.default_rng(0)
+    classes, per_class = 964, 20  # Omniglot's background characters, 20 drawings each
+    images = rng.integers(0, 256, (classes * per_class, 32, 32, 1), dtype=np.uint8)
+    source = Source(images, np.repeat(np.arange(classes), per_class), name="synthetic")
+    rows = []
+    for augment in (False, True):
+        config = TrainConfig(classes_per_batch=32, samples_per_class=4, augment=augment)
+        iterator = iter(metric_learning.replica_dataset(config, source, 32, 0, 0))
+        for _ in range(20):
+            next(iterator)
+        rates = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(batches):
+                next(iterator)
+            rates.append(batches * 128 / (time.perf_counter() - start))
+        rows.append({"augment": augment, "images_per_second": round(sorted(rates)[repeats // 2])})
+    return rows
+
+
 def run(sizes=None) -> dict:
     """Measures the default digits job's training throughput per configuration.
 
@@ -88,6 +118,7 @@ def run(sizes=None) -> dict:
         "ratio_2_vs_1_replicas": round(two / one, 3) if one else None,
         "gpu": bool(gpus),
         "logical_cpus": len(cpus),
+        "input_pipeline": _input_pipeline(),
     }
 
 
@@ -101,4 +132,9 @@ def format_table(result: dict) -> str:
             f"{row['examples_per_second']:>12}{row['step_ms']:>9}"
         )
     lines.append(f"2 vs 1 replicas (logical CPUs, same cores): {result['ratio_2_vs_1_replicas']}")
+    for row in result.get("input_pipeline", ()):
+        lines.append(
+            f"input pipeline, recipe P×K 32×4 at 32×32, augment={row['augment']}: "
+            f"{row['images_per_second']} images/s"
+        )
     return "\n".join(lines)
