@@ -56,14 +56,19 @@ class TrainingState:
       is_chief: whether this worker writes the workdir.
       keep: epoch checkpoints kept in `checkpoints/`.
       keep_every_hours: additionally keep one epoch checkpoint per this many hours.
+      extra: more trackables to save and restore with the model, by name (e.g. the early
+        stopping state).
     """
 
-    def __init__(self, model, workdir, *, is_chief=True, keep=3, keep_every_hours=None):
+    def __init__(self, model, workdir, *, is_chief=True, keep=3, keep_every_hours=None, extra=None):
         self.model = model
         self.is_chief = is_chief
         # Metric state is saved so a mid-epoch resume reports the same epoch means.
         self.checkpoint = tf.train.Checkpoint(
-            model=model, optimizer=model.optimizer, metrics=_metric_variables(model)
+            model=model,
+            optimizer=model.optimizer,
+            metrics=_metric_variables(model),
+            **(extra or {}),
         )
         root = workdir if is_chief else tempfile.mkdtemp(prefix="siamese_tf_worker_")
         self._tmp_root = None if is_chief else root

@@ -64,6 +64,12 @@ class TrainConfig:
       oneshot_ways: N of the per-epoch N-way 1-shot validation episodes (>= 2).
       oneshot_episodes: N-way 1-shot episodes drawn once from the calibration split and scored
         every epoch as `val_oneshot_<N>way` (the selection metric of open-set runs); 0: off.
+      early_stopping_patience: stop after this many epochs without a better selection metric,
+        and end with the best epoch's weights and threshold; 0: off. Its state is checkpointed,
+        so a resumed run stops exactly where an uninterrupted one would.
+      early_stopping_metric: the epoch log value early stopping watches; empty: the selection
+        metric (`val_oneshot_<N>way` with one-shot validation, else `val_auc`). Values named
+        `*loss*` or `*eer*` are minimised, others maximised.
     """
 
     dataset: str = "digits"
@@ -101,6 +107,8 @@ class TrainConfig:
     eval_batch_size: int = 512
     oneshot_ways: int = 20
     oneshot_episodes: int = 0
+    early_stopping_patience: int = 0
+    early_stopping_metric: str = ""
 
     def __post_init__(self):
         positive = (
@@ -130,6 +138,10 @@ class TrainConfig:
             raise InputError(f"oneshot_ways must be >= 2, got {self.oneshot_ways}")
         if self.oneshot_episodes < 0:
             raise InputError(f"oneshot_episodes must be >= 0, got {self.oneshot_episodes}")
+        if self.early_stopping_patience < 0:
+            raise InputError(
+                f"early_stopping_patience must be >= 0 (0: off), got {self.early_stopping_patience}"
+            )
         if self.max_steps < 0 or self.save_every_steps < 0:
             raise InputError("max_steps and save_every_steps must be >= 0 (0 disables them)")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -144,6 +156,13 @@ class TrainConfig:
     def to_json(self) -> str:
         """The config as indented JSON (config.json)."""
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @property
+    def selection_metric(self) -> str:
+        """The epoch log value that selects the model (and early stopping watches)."""
+        if self.early_stopping_metric:
+            return self.early_stopping_metric
+        return f"val_oneshot_{self.oneshot_ways}way" if self.oneshot_episodes else "val_auc"
 
     @property
     def total_steps(self) -> int:

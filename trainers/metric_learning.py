@@ -39,6 +39,7 @@ from siamese_tf.distribute import (
     is_chief,
     multi_worker_resolver,
 )
+from siamese_tf.early_stopping import ResumableEarlyStopping
 from siamese_tf.errors import InputError
 from siamese_tf.evaluation import metrics as eval_metrics
 from siamese_tf.heads import PairClassifierHead
@@ -327,10 +328,31 @@ def train_and_evaluate(
             wd.write_json_atomic(
                 wd.path(workdir, wd.CONFIG), {**config_dict, "split_sizes": data.splits.sizes()}
             )
-        state = TrainingState(model, workdir, is_chief=chief, keep=config.keep_checkpoints)
+        stopping = None
+        if config.early_stopping_patience:
+            stopping = ResumableEarlyStopping(
+                model, config.selection_metric, config.early_stopping_patience
+            )
+        state = TrainingState(
+            model,
+            workdir,
+            is_chief=chief,
+            keep=config.keep_checkpoints,
+            extra={"early_stopping": stopping.state} if stopping else None,
+        )
         with _store_errors_as_input_errors():
             report = _train_and_report(
-                config, workdir, strategy, data, model, state, chief, verbose, preemption, on_resume
+                config,
+                workdir,
+                strategy,
+                data,
+                model,
+                state,
+                chief,
+                verbose,
+                preemption,
+                on_resume,
+                stopping,
             )
     finally:
         if config.mixed_precision:
@@ -345,7 +367,17 @@ def _per_replica_spec(config, train, strategy):
 
 
 def _train_and_report(
-    config, workdir, strategy, data, model, state, chief, verbose, preemption, on_resume=None
+    config,
+    workdir,
+    strategy,
+    data,
+    model,
+    state,
+    chief,
+    verbose,
+    preemption,
+    on_resume=None,
+    stopping=None,
 ):
     calibration_pairs = fixed_pairs(
         data.calibration.labels, config.calibration_pairs, seed=config.seed + 1
@@ -369,6 +401,8 @@ def _train_and_report(
                 batch_size=config.eval_batch_size,
             )
         )
+    if stopping is not None:  # After the callbacks that log the value it watches.
+        callbacks.append(stopping)
     if config.loss in TRIPLET_LOSSES:
         callbacks.append(StalledLearning())
     if chief:
@@ -400,6 +434,7 @@ def _train_and_report(
             verbose=verbose,
             on_restore=on_restore,
             cluster_resolver=multi_worker_resolver(strategy),
+            stopped_early=(lambda: stopping.stopped) if stopping else None,
         )
     finally:
         state.close()  # a non-chief's temporary checkpoints, also after a lost worker
@@ -410,6 +445,8 @@ def _train_and_report(
             f"{workdir}/backup; re-run the same command to resume",
             result.preempted_at,
         )
+    if stopping is not None and stopping.restore_best(model):
+        log.info("early stopping: the weights of epoch %d are kept", stopping.best_epoch + 1)
     if float(model.threshold.numpy()) == UNCALIBRATED:
         callbacks[0].set_model(model)
         callbacks[0].calibrate()  # A resumed, already finished run: calibrate once more.
@@ -423,6 +460,12 @@ def _train_and_report(
         weights_sha256=weights_digest(model),
         calibration={k: v[-1] for k, v in result.history.items() if k.startswith("val_")},
     )
+    if stopping is not None:
+        report["early_stopping"] = {
+            "metric": stopping.monitor,
+            "best_epoch": None if stopping.best_epoch is None else stopping.best_epoch + 1,
+            "stopped": stopping.stopped,
+        }
     if chief:
         wd.save_model_atomic(model, wd.path(workdir, wd.MODEL))
         wd.write_json_atomic(wd.path(workdir, wd.REPORT), report)

@@ -94,6 +94,7 @@ def fit_resumable(
     verbose: int = 1,
     on_restore=None,
     cluster_resolver=None,
+    stopped_early=None,
 ) -> FitResult:
     """Trains from the last backup (or from scratch) to `total_steps`.
 
@@ -110,6 +111,8 @@ def fit_resumable(
       on_restore: optional `fn(step)` called with the restored step before training.
       cluster_resolver: a multi-worker job's cluster resolver: a signal to any worker then
         stops all of them at the same step (`CoordinatedStop`). None: this process alone.
+      stopped_early: optional `fn() -> bool`, true once early stopping ended the run (also
+        when it did so before this job resumed it): no more steps are trained.
 
     Returns:
       A `FitResult`.
@@ -138,7 +141,11 @@ def fit_resumable(
     history: dict = {}
     step = start
     try:
-        while step < total_steps and checkpoint_cb.preempted_at is None:
+        while (
+            step < total_steps
+            and checkpoint_cb.preempted_at is None
+            and not (stopped_early is not None and stopped_early())
+        ):
             epoch, offset = divmod(step, steps_per_epoch)
             # A mid-epoch resume finishes its epoch alone; otherwise run all remaining epochs.
             last_epoch = epoch + 1 if offset else epochs
