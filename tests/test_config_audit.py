@@ -107,6 +107,7 @@ RUNS = {
         seed=1, mixed_precision=True, deterministic=True, jit_compile=True, loss="contrastive"
     ),
     "npz": dict(dataset="npz:{tmp}/tiny.npz", image_size=16, encoder="conv4"),
+    "stopping": dict(epochs=3, early_stopping_patience=1, early_stopping_metric="val_eer"),
     # Omniglot's dummy zips hold 7 images: TFDS builds them from manual_dir into data_dir, then
     # the recipe refuses so little data (InputError); the build is what these rows check.
     "tfds": dict(
@@ -296,6 +297,11 @@ CHECKS = {
     "oneshot_episodes": (
         "model",
         lambda r: any(k.startswith("val_oneshot_") for k in r.metrics[0]),
+    ),
+    "early_stopping_patience": ("stopping", lambda r: "early_stopping" in r.report),
+    "early_stopping_metric": (
+        "stopping",
+        lambda r: r.report.get("early_stopping", {}).get("metric") == "val_eer",
     ),
 }
 
