@@ -105,8 +105,10 @@ def ref_arcface(labels, cosines, margin=0.5, scale=64.0, variant="arcface"):
             logits[y] = c - margin
         else:
             theta = math.acos(c)
-            logits[y] = math.cos(theta + margin) if theta + margin <= math.pi else (
-                c - math.sin(margin) * margin
+            logits[y] = (
+                math.cos(theta + margin)
+                if theta + margin <= math.pi
+                else (c - math.sin(margin) * margin)
             )
         logits *= scale
         out.append(np.logaddexp.reduce(logits) - logits[y])
@@ -301,9 +303,7 @@ def test_out_of_range_hyperparameters_are_refused(make, message):
 # --- ArcFace / CosFace -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "variant, margin", [("arcface", 0.5), ("arcface", 1.2), ("cosface", 0.35)]
-)
+@pytest.mark.parametrize("variant, margin", [("arcface", 0.5), ("arcface", 1.2), ("cosface", 0.35)])
 def test_arcface_matches_the_definition_with_finite_gradients(variant, margin):
     rng = np.random.default_rng(27)
     labels = rng.integers(0, 7, 32)

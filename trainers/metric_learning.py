@@ -13,7 +13,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from siamese_tf import losses as losses_lib
 from siamese_tf.callbacks import MetricsJsonl, ThresholdCalibration
 from siamese_tf.checkpointing import TrainingState
 from siamese_tf.data import (
@@ -30,19 +29,17 @@ from siamese_tf.distribute import classes_per_replica, distribute_pk_dataset, is
 from siamese_tf.errors import InputError
 from siamese_tf.evaluation import metrics as eval_metrics
 from siamese_tf.evaluation.retrieval import nearest_neighbour_accuracy
-from siamese_tf.heads import PairClassifierHead
+from siamese_tf.heads import ClassProxies, PairClassifierHead
 from siamese_tf.inference import embed, pair_set_distances
 from siamese_tf.models import UNCALIBRATED, SiameseModel, build_encoder
+from trainers import losses as run_losses
 from trainers import workdir as wd
 from trainers.config import TrainConfig
 from trainers.training_loop import fit_resumable
 
-TRIPLET_LOSSES = {
-    "triplet_semihard": losses_lib.TripletSemiHardLoss,
-    "triplet_hard": losses_lib.TripletHardLoss,
-    "triplet_batch_all": losses_lib.TripletBatchAllLoss,
-}
-PAIR_LOSSES = ("contrastive", "bce")
+# Losses trained on labelled (P×K) batches and on pair batches: see trainers/losses.py.
+LABELLED_LOSSES = run_losses.LABELLED_LOSSES
+PAIR_LOSSES = run_losses.PAIR_LOSSES
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +61,7 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     Raises:
       InputError: an unknown dataset or loss, or P / K larger than the data allows.
     """
-    if config.loss not in TRIPLET_LOSSES and config.loss not in PAIR_LOSSES:
-        known = ", ".join([*TRIPLET_LOSSES, *PAIR_LOSSES])
-        raise InputError(f"unknown loss {config.loss!r}; choose one of: {known}")
+    run_losses.check(config)
     eval_metrics.parse_threshold_rule(config.threshold_rule)
     source = load_source(
         config.dataset,
@@ -81,12 +76,12 @@ def prepare_data(config: TrainConfig) -> PreparedData:
         train = rotated_classes(train, label_offset=int(source.labels.max()) + 1)
     counts = np.unique(train.labels, return_counts=True)[1]
     eligible = int(np.sum(counts >= 2))
-    if config.loss in TRIPLET_LOSSES and config.classes_per_batch > eligible:
+    if config.loss in LABELLED_LOSSES and config.classes_per_batch > eligible:
         raise InputError(
             f"classes_per_batch={config.classes_per_batch} exceeds the {eligible} training "
             f"classes with 2+ examples; lower --classes_per_batch"
         )
-    if config.loss in TRIPLET_LOSSES and config.samples_per_class > counts.max():
+    if config.loss in LABELLED_LOSSES and config.samples_per_class > counts.max():
         raise InputError(
             f"samples_per_class={config.samples_per_class} exceeds the largest training class "
             f"({counts.max()} examples); lower --samples_per_class"
@@ -108,24 +103,33 @@ def learning_rate(config: TrainConfig):
     return config.learning_rate
 
 
-def build_model(config: TrainConfig, image_shape) -> SiameseModel:
-    """Builds and compiles the model. Call inside `strategy.scope()`."""
+def build_model(config: TrainConfig, image_shape, num_classes: int | None = None) -> SiameseModel:
+    """Builds and compiles the model. Call inside `strategy.scope()`.
+
+    Args:
+      config: the run's config.
+      image_shape: (H, W, C) of the images.
+      num_classes: for `--loss=arcface`, the number of class proxies (largest training label
+        + 1); ignored otherwise.
+    """
     encoder = build_encoder(config.encoder, image_shape, config.embedding_dim)
     head = PairClassifierHead() if config.loss == "bce" else None
+    proxies = None
+    if config.loss in run_losses.PROXY_LOSSES:
+        if not num_classes:
+            raise ValueError(f"--loss={config.loss} needs num_classes (largest label + 1)")
+        proxies = ClassProxies(num_classes)
     model = SiameseModel(
-        encoder, head=head, distance_metric=config.distance_metric, stats_margin=config.margin
+        encoder,
+        head=head,
+        distance_metric=config.distance_metric,
+        stats_margin=config.margin,
+        proxies=proxies,
+        cross_batch_memory=config.cross_batch_memory,
     )
-    if config.loss in TRIPLET_LOSSES:
-        loss = TRIPLET_LOSSES[config.loss](
-            margin=config.margin, distance_metric=config.distance_metric
-        )
-    elif config.loss == "contrastive":
-        loss = losses_lib.ContrastiveLoss(margin=config.margin)
-    else:
-        loss = keras.losses.BinaryCrossentropy()
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate(config)),
-        loss=loss,
+        loss=run_losses.make_loss(config),
         jit_compile=config.jit_compile,
     )
     model.build((None, *image_shape))
@@ -143,7 +147,7 @@ def replica_dataset(
         class_weighting=config.class_weighting,
         prefetch=False,
     )
-    if config.loss in TRIPLET_LOSSES:
+    if config.loss in LABELLED_LOSSES:
         ds = pk_batches(
             train,
             classes_per_batch=replica_classes,
@@ -244,7 +248,9 @@ def train_and_evaluate(
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         with strategy.scope():
-            model = build_model(config, data.source.image_shape)
+            model = build_model(
+                config, data.source.image_shape, num_classes=int(data.train.labels.max()) + 1
+            )
             model.prebuild(_per_replica_spec(config, data.train, strategy))
         state = TrainingState(model, workdir, is_chief=chief, keep=config.keep_checkpoints)
         report = _train_and_report(
