@@ -150,3 +150,16 @@ def test_memory_needs_a_batch_loss_and_batch_losses_need_labelled_batches():
     images = pk_batch(12)[0]
     with pytest.raises(ValueError, match="needs labelled batches"):
         model.train_on_batch((images, images), np.ones(12, np.float32))
+
+
+def test_export_of_a_model_with_proxies_and_memory_serves_the_embedding(tmp_path):
+    from siamese_tf.export import export_saved_model
+
+    model = make_model(loss=losses.ArcFaceLoss(), proxies=ClassProxies(20), cross_batch_memory=8)
+    model.threshold.assign(0.7)
+    export_saved_model(model, str(tmp_path / "export"))
+    loaded = tf.saved_model.load(str(tmp_path / "export"))
+    images = pk_batch(13)[0].astype(np.uint8)
+    served = loaded.signatures["embed"](images=tf.constant(images))["embeddings"]
+    np.testing.assert_allclose(served, model(images.astype(np.float32)), atol=1e-5)
+    assert float(loaded.threshold.numpy()) == pytest.approx(0.7)
