@@ -13,6 +13,7 @@ from siamese_tf import (  # noqa: F401  (imported for registration and as the pu
     evaluation,
     heads,
     losses,
+    memory,
     mining,
     models,
 )

@@ -67,3 +67,55 @@ class PairClassifierHead(keras.layers.Layer):
             dropout_rate=self.dropout_rate,
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="siamese_tf")
+class ClassProxies(keras.layers.Layer):
+    """One learned direction per training class: `layer(embeddings)` -> cosines [B, C].
+
+    The class-proxy layer of ArcFace / CosFace (`siamese_tf.losses.ArcFaceLoss`): a [D, C]
+    weight whose columns, L2-normalised, are the class centres; the output is the cosine of
+    each (L2-normalised) embedding to each centre, in float32 whatever the policy. Attach it
+    with `SiameseModel(encoder, proxies=ClassProxies(C))`: the model then scores `(images,
+    labels)` batches through it, trains it with the encoder and checkpoints it with the model,
+    while `model(images)` (and everything exported) stays the embedding. Labels must be class
+    indices in [0, C).
+
+    Args:
+      num_classes: C, the number of training classes (largest label + 1).
+      initializer: initializer of the [D, C] weight.
+      **kwargs: passed to `keras.layers.Layer`.
+    """
+
+    def __init__(self, num_classes, initializer="glorot_uniform", **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if int(num_classes) < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.initializer = keras.initializers.get(initializer)
+
+    def build(self, input_shape):
+        self.proxies = self.add_weight(
+            name="proxies",
+            shape=(int(input_shape[-1]), self.num_classes),
+            initializer=self.initializer,
+            trainable=True,
+        )
+        self.built = True
+
+    def call(self, embeddings):
+        embeddings = tf.math.l2_normalize(tf.cast(embeddings, self.compute_dtype), axis=-1)
+        centres = tf.math.l2_normalize(tf.cast(self.proxies, self.compute_dtype), axis=0)
+        return tf.matmul(embeddings, centres)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.num_classes)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_classes=self.num_classes,
+            initializer=keras.initializers.serialize(self.initializer),
+        )
+        return config

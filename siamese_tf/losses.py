@@ -1,4 +1,9 @@
-"""Contrastive and triplet losses: drop-in successors of `tfa.losses`, in O(B²) memory.
+"""Metric-learning losses: drop-in successors of `tfa.losses`, the PML pair losses, ArcFace.
+
+`MultiSimilarityLoss`, `CircleLoss` and `SupConLoss` (cosine similarity, the values of
+pytorch-metric-learning 2.x's losses of the same names with their default reducers) and the
+proxy loss `ArcFaceLoss` are defined in `siamese_tf.similarity_losses`; their classes are here.
+The rest of this docstring is about the TFA successors.
 
 `ContrastiveLoss`, `TripletSemiHardLoss` and `TripletHardLoss` take the constructor arguments,
 the call convention (`loss(y_true=labels [B] or [B, 1], y_pred=embeddings [B, D])`; for the
@@ -46,11 +51,24 @@ Labels are compared in their own dtype, as TFA did: the triplet loss classes do 
 
 from __future__ import annotations
 
+import math
+
 import keras
 import tensorflow as tf
 
 from siamese_tf import distances as distances_lib
 from siamese_tf import mining
+from siamese_tf.similarity_losses import (  # noqa: F401  (re-exported: the public namespace)
+    ARCFACE_VARIANTS,
+    arcface_loss,
+    circle_loss,
+    circle_loss_terms,
+    margin_cosines,
+    multi_similarity_loss,
+    multi_similarity_loss_terms,
+    supcon_loss,
+    supcon_loss_terms,
+)
 
 
 def _degenerate(labels):
@@ -352,22 +370,32 @@ def _deserialize_metric(metric):
     return metric
 
 
-class _TripletLoss(keras.losses.Loss):
-    """Shared plumbing of the triplet losses: label handling, scaling, config."""
+class _BatchLoss(keras.losses.Loss):
+    """Shared plumbing of the losses defined over a whole labelled batch (triplet, pair-based).
 
-    def __init__(self, margin=1.0, distance_metric="L2", name=None, **kwargs):
+    Labels keep their dtype, embeddings go to the loss dtype, the value is scaled by 1/replicas
+    under a strategy, `sample_weight` is refused. Subclasses define `terms(y_true, y_pred,
+    anchor_indices)` -> `(loss_sum, count)` (the loss is their ratio), which the model uses to
+    score some anchors of a larger (all-gathered, or memory-extended) batch.
+    """
+
+    def __init__(self, name=None, **kwargs):
         # TFA accepted and ignored extra kwargs (e.g. `reduction`); so do we. A mined loss is
         # one scalar per batch, so the reduction never applies.
         kwargs.pop("reduction", None)
         super().__init__(name=name, reduction="sum_over_batch_size", **kwargs)
-        distances_lib.check_metric(distance_metric)
-        self.margin = float(margin)
-        self.distance_metric = distance_metric
+
+    def terms(self, y_true, y_pred, anchor_indices=None):
+        """`(loss_sum, count)` of the anchors `anchor_indices` (default: all) of the batch."""
+        raise NotImplementedError
+
+    def call(self, y_true, y_pred):
+        return _mean(self.terms(y_true, y_pred))
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         if sample_weight is not None:
             raise ValueError(
-                f"{type(self).__name__} does not take sample_weight: a mined triplet loss is "
+                f"{type(self).__name__} does not take sample_weight: a mined batch loss is "
                 "defined over the whole batch, not as a sum of per-example terms"
             )
         with tf.name_scope(self.name):
@@ -382,6 +410,20 @@ class _TripletLoss(keras.losses.Loss):
     def get_config(self):
         config = super().get_config()
         config.pop("reduction", None)
+        return config
+
+
+class _TripletLoss(_BatchLoss):
+    """Shared plumbing of the triplet losses: margin, distance metric, config."""
+
+    def __init__(self, margin=1.0, distance_metric="L2", name=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        distances_lib.check_metric(distance_metric)
+        self.margin = float(margin)
+        self.distance_metric = distance_metric
+
+    def get_config(self):
+        config = super().get_config()
         config.update(margin=self.margin, distance_metric=_serialize_metric(self.distance_metric))
         return config
 
@@ -406,8 +448,10 @@ class TripletSemiHardLoss(_TripletLoss):
       **kwargs: `dtype` of the loss computation; anything else TFA accepted is ignored.
     """
 
-    def call(self, y_true, y_pred):
-        return triplet_semihard_loss(y_true, y_pred, self.margin, self.distance_metric)
+    def terms(self, y_true, y_pred, anchor_indices=None):
+        return semihard_loss_terms(
+            y_true, y_pred, self.margin, self.distance_metric, anchor_indices
+        )
 
 
 class _SoftTripletLoss(_TripletLoss):
@@ -435,8 +479,10 @@ class TripletHardLoss(_SoftTripletLoss):
       **kwargs: `dtype`; anything else TFA accepted is ignored.
     """
 
-    def call(self, y_true, y_pred):
-        return triplet_hard_loss(y_true, y_pred, self.margin, self.soft, self.distance_metric)
+    def terms(self, y_true, y_pred, anchor_indices=None):
+        return hard_loss_terms(
+            y_true, y_pred, self.margin, self.soft, self.distance_metric, anchor_indices
+        )
 
 
 @keras.saving.register_keras_serializable(package="siamese_tf")
@@ -451,8 +497,10 @@ class TripletBatchAllLoss(_SoftTripletLoss):
       **kwargs: `dtype`.
     """
 
-    def call(self, y_true, y_pred):
-        return triplet_batch_all_loss(y_true, y_pred, self.margin, self.soft, self.distance_metric)
+    def terms(self, y_true, y_pred, anchor_indices=None):
+        return batch_all_loss_terms(
+            y_true, y_pred, self.margin, self.soft, self.distance_metric, anchor_indices
+        )
 
 
 @keras.saving.register_keras_serializable(package="siamese_tf")
@@ -481,4 +529,164 @@ class ContrastiveLoss(keras.losses.Loss):
     def get_config(self):
         config = super().get_config()
         config.update(margin=self.margin)
+        return config
+
+
+# --- cosine-similarity losses (pytorch-metric-learning 2.x definitions) -------------------------
+
+
+def _check_positive(name, value):
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+
+
+@keras.saving.register_keras_serializable(package="siamese_tf")
+class MultiSimilarityLoss(_BatchLoss):
+    """Multi-similarity loss (Wang et al. 2019), equal to PML 2.x's `MultiSimilarityLoss`.
+
+    `loss(y_true=labels [B] or [B, 1], y_pred=embeddings [B, D])`: cosine similarities of the
+    embeddings (normalised here), mean over all anchors; see `multi_similarity_loss`. Scaled by
+    1/replicas under a multi-replica strategy, like every Keras loss.
+
+    Args:
+      alpha: weight of the positive term (> 0). Default 2.
+      beta: weight of the negative term (> 0). Default 50.
+      base: the similarity margin lambda. Default 0.5.
+      name: optional name.
+      **kwargs: `dtype`.
+
+    Raises:
+      ValueError: alpha or beta not > 0.
+    """
+
+    def __init__(self, alpha=2.0, beta=50.0, base=0.5, name="multi_similarity_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        _check_positive("alpha", alpha)
+        _check_positive("beta", beta)
+        self.alpha, self.beta, self.base = float(alpha), float(beta), float(base)
+
+    def terms(self, y_true, y_pred, anchor_indices=None):
+        return multi_similarity_loss_terms(
+            y_true, y_pred, self.alpha, self.beta, self.base, anchor_indices
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(alpha=self.alpha, beta=self.beta, base=self.base)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="siamese_tf")
+class CircleLoss(_BatchLoss):
+    """Circle loss (Sun et al. 2020) on cosine similarities, equal to PML 2.x's `CircleLoss`.
+
+    `loss(y_true=labels, y_pred=embeddings)`: mean over the anchors with a non-zero loss; see
+    `circle_loss`.
+
+    Args:
+      m: relaxation margin, in [0, 1). Default 0.4.
+      gamma: scale (> 0). Default 80.
+      name: optional name.
+      **kwargs: `dtype`.
+
+    Raises:
+      ValueError: m outside [0, 1) or gamma not > 0.
+    """
+
+    def __init__(self, m=0.4, gamma=80.0, name="circle_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if not 0.0 <= m < 1.0:
+            raise ValueError(f"m must be in [0, 1), got {m}")
+        _check_positive("gamma", gamma)
+        self.m, self.gamma = float(m), float(gamma)
+
+    def terms(self, y_true, y_pred, anchor_indices=None):
+        return circle_loss_terms(y_true, y_pred, self.m, self.gamma, anchor_indices)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(m=self.m, gamma=self.gamma)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="siamese_tf")
+class SupConLoss(_BatchLoss):
+    """Supervised contrastive loss (Khosla et al. 2020), equal to PML 2.x's `SupConLoss`.
+
+    `loss(y_true=labels, y_pred=embeddings)`: mean over the anchors with a non-zero loss; see
+    `supcon_loss`. With two augmented views of each example as the only same-label pairs it
+    is NT-Xent (SimCLR).
+
+    Args:
+      temperature: softmax temperature (> 0). Default 0.1.
+      name: optional name.
+      **kwargs: `dtype`.
+
+    Raises:
+      ValueError: temperature not > 0.
+    """
+
+    def __init__(self, temperature=0.1, name="supcon_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        _check_positive("temperature", temperature)
+        self.temperature = float(temperature)
+
+    def terms(self, y_true, y_pred, anchor_indices=None):
+        return supcon_loss_terms(y_true, y_pred, self.temperature, anchor_indices)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(temperature=self.temperature)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="siamese_tf")
+class ArcFaceLoss(keras.losses.Loss):
+    """ArcFace (additive angular margin) or CosFace (additive cosine margin) softmax loss.
+
+    `loss(y_true=class indices [B], y_pred=cosines [B, C])`, the cosines being those of the
+    embeddings to learned class proxies (`siamese_tf.heads.ClassProxies`; `SiameseModel(...,
+    proxies=ClassProxies(C))` feeds them); see `arcface_loss`. Mean over the batch, computed
+    in float32, scaled by 1/replicas under a strategy like any Keras loss. Trains on ordinary
+    `(images, labels)` batches: no P×K structure is needed.
+
+    Args:
+      margin: additive angular margin in radians for "arcface" (in [0, pi/2), default 0.5);
+        additive cosine margin for "cosface" (in [0, 1); CosFace used 0.35).
+      scale: the logit scale s (> 0). Default 64.
+      variant: "arcface" or "cosface".
+      reduction: Keras reduction. Default "sum_over_batch_size".
+      name: optional name.
+      **kwargs: passed to `keras.losses.Loss` (e.g. `dtype`).
+
+    Raises:
+      ValueError: unknown variant, margin out of range or scale not > 0.
+    """
+
+    def __init__(
+        self,
+        margin=0.5,
+        scale=64.0,
+        variant="arcface",
+        reduction="sum_over_batch_size",
+        name="arcface_loss",
+        **kwargs,
+    ):
+        super().__init__(name=name, reduction=reduction, **kwargs)
+        if variant not in ARCFACE_VARIANTS:
+            raise ValueError(
+                f"unknown variant {variant!r}; use one of {', '.join(ARCFACE_VARIANTS)}"
+            )
+        limit = math.pi / 2 if variant == "arcface" else 1.0
+        if not 0.0 <= margin < limit:
+            raise ValueError(f"{variant} margin must be in [0, {limit:.4g}), got {margin}")
+        _check_positive("scale", scale)
+        self.margin, self.scale, self.variant = float(margin), float(scale), variant
+
+    def call(self, y_true, y_pred):
+        return arcface_loss(y_true, y_pred, self.margin, self.scale, self.variant)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(margin=self.margin, scale=self.scale, variant=self.variant)
         return config

@@ -46,6 +46,11 @@ def test_cli_trains_a_tiny_run(tmp_path):
         (["--samples_per_class=0"], "samples_per_class must be"),
         (["--strategy=tpu_pod"], "unknown strategy"),
         (["--epochs=two"], "epochs"),
+        (["--loss=circle", "--circle_gamma=0"], "--circle_gamma must be > 0"),
+        (["--loss=arcface", "--arcface_margin=2"], "--arcface_margin must be in"),
+        # P×K-only settings with a pair loss, and the reverse: too few examples per class.
+        (["--loss=contrastive", "--cross_batch_memory=64"], "--cross_batch_memory needs a P×K"),
+        (["--loss=supcon", "--samples_per_class=1"], "--samples_per_class must be >= 2"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_workdir(tmp_path, args, message):

@@ -7,15 +7,17 @@ import tensorflow as tf
 
 import siamese_tf  # noqa: F401  (registers the serializable classes)
 from siamese_tf import losses
-from siamese_tf.heads import PairClassifierHead
+from siamese_tf.heads import ClassProxies, PairClassifierHead
 from siamese_tf.models import UNCALIBRATED, SiameseModel, build_encoder
 
 SHAPE = (8, 8, 1)
 
 
-def make_model(seed=0, head=None, loss=None):
+def make_model(seed=0, head=None, loss=None, **kwargs):
     keras.utils.set_random_seed(seed)
-    model = SiameseModel(build_encoder("conv_small", SHAPE, 16), head=head, stats_margin=0.5)
+    model = SiameseModel(
+        build_encoder("conv_small", SHAPE, 16), head=head, stats_margin=0.5, **kwargs
+    )
     model.compile(
         optimizer=keras.optimizers.SGD(0.1), loss=loss or losses.TripletSemiHardLoss(margin=0.5)
     )
@@ -107,18 +109,23 @@ def test_new_model_is_uncalibrated():
         losses.TripletSemiHardLoss(margin=0.5),
         losses.TripletHardLoss(margin=0.5),
         losses.TripletBatchAllLoss(margin=0.5),
+        losses.MultiSimilarityLoss(),
+        losses.CircleLoss(),
+        losses.SupConLoss(),
+        losses.ArcFaceLoss(scale=16.0),
     ],
-    ids=["semihard", "hard", "batch_all"],
+    ids=["semihard", "hard", "batch_all", "multi_similarity", "circle", "supcon", "arcface"],
 )
 def test_cross_replica_mining_equals_one_replica_on_the_global_batch(loss, two_cpus):
     images, labels = pk_batch(5, p=6, k=4)
+    proxies = (lambda: ClassProxies(6)) if isinstance(loss, losses.ArcFaceLoss) else (lambda: None)
     # One replica, the whole batch.
-    single = make_model(seed=3, loss=loss)
+    single = make_model(seed=3, loss=loss, proxies=proxies())
     single_logs = single.train_on_batch(images, labels, return_dict=True)
     # Two replicas, each with half the classes, mining over the gathered global batch.
     strategy = two_cpus
     with strategy.scope():
-        model = make_model(seed=3, loss=loss)
+        model = make_model(seed=3, loss=loss, proxies=proxies())
         model.cross_replica_mining = True
 
     def dataset_fn(context):

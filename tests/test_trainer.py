@@ -77,7 +77,7 @@ def test_split_is_stratified_and_seeded():
         (dict(classes_per_batch=11), "classes_per_batch=11 exceeds"),
         (dict(samples_per_class=500), "samples_per_class=500 exceeds"),
         (dict(dataset="imagenet"), "unknown dataset"),
-        (dict(loss="arcface"), "unknown loss"),
+        (dict(loss="proxy_anchor"), "unknown loss"),
     ],
 )
 def test_prepare_rejects_bad_config(overrides, message):
@@ -88,3 +88,65 @@ def test_prepare_rejects_bad_config(overrides, message):
 def test_config_rejects_non_positive_sizes():
     with pytest.raises(InputError, match="epochs must be a positive integer"):
         TrainConfig(epochs=0)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(loss="multi_similarity"),
+        dict(loss="circle"),
+        dict(loss="supcon"),
+        dict(loss="arcface", samples_per_class=1),
+    ],
+    ids=["multi_similarity", "circle", "supcon", "arcface_k1"],
+)
+def test_new_losses_train_the_default_job(tmp_path, overrides):
+    config = TrainConfig(**{**TINY, "steps_per_epoch": 30, **overrides})
+    report = metric_learning.train_and_evaluate(
+        config, str(tmp_path), tf.distribute.get_strategy(), verbose=0
+    )
+    # 30 steps from a random start: the embedding already separates digits.
+    assert report["test"]["auc"] > 0.8, report["test"]
+    model = keras.models.load_model(tmp_path / "model.keras")
+    assert float(model.threshold.numpy()) == pytest.approx(report["test"]["threshold"])
+    # The exported model is the embedding, whatever the loss trained with.
+    assert tuple(model(np.zeros((2, 8, 8, 1), np.float32)).shape) == (2, config.embedding_dim)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(loss="arcface"), dict(loss="multi_similarity", cross_batch_memory=200)],
+    ids=["arcface_proxies", "xbm_memory"],
+)
+def test_proxies_and_memory_resume_exactly(tmp_path, overrides):
+    base = {**TINY, "epochs": 2, "steps_per_epoch": 3, **overrides}
+    strategy = tf.distribute.get_strategy()
+    whole = metric_learning.train_and_evaluate(
+        TrainConfig(**base), str(tmp_path / "whole"), strategy, verbose=0
+    )
+    first = metric_learning.train_and_evaluate(
+        TrainConfig(**base, max_steps=3), str(tmp_path / "resumed"), strategy, verbose=0
+    )
+    assert first["steps"] == 3
+    resumed = metric_learning.train_and_evaluate(
+        TrainConfig(**base), str(tmp_path / "resumed"), strategy, verbose=0
+    )
+    assert resumed["start_step"] == 3 and resumed["steps"] == 6
+    # Every weight, the proxies and the memory (queue, labels, counter) included, bit for bit.
+    assert resumed["weights_sha256"] == whole["weights_sha256"]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(loss="multi_similarity", ms_base=1.5), "--ms_base must be in"),
+        (dict(loss="arcface", arcface_variant="sphere"), "--arcface_variant must be one of"),
+        (dict(loss="arcface", arcface_variant="cosface", arcface_margin=1.0), "--arcface_margin"),
+        (dict(loss="bce", cross_batch_memory=8), "--cross_batch_memory needs"),
+        (dict(cross_batch_memory=-1), "--cross_batch_memory must be >= 0"),
+        (dict(loss="supcon", supcon_temperature=0.0), "--supcon_temperature must be > 0"),
+    ],
+)
+def test_config_rejects_bad_loss_settings(overrides, message):
+    with pytest.raises(InputError, match=message):
+        TrainConfig(**overrides)

@@ -7,6 +7,7 @@ import json
 
 from siamese_tf.data import Splits, split_indices
 from siamese_tf.errors import InputError
+from trainers import losses
 
 LR_SCHEDULES = ("constant", "cosine", "step")
 
@@ -35,9 +36,24 @@ class TrainConfig:
       encoder: `conv_small`, `conv4` (conv4-64, global average pooling) or `conv4_flat` (conv4-64,
         last feature map flattened).
       embedding_dim: size of the L2-normalised embedding.
-      loss: `triplet_semihard`, `triplet_hard`, `triplet_batch_all` (P×K batches), `contrastive`
-        or `bce` (balanced pair batches; `bce` adds a dense head on |a - b|).
-      margin: the loss margin.
+      loss: `triplet_semihard`, `triplet_hard`, `triplet_batch_all`, `multi_similarity`,
+        `circle`, `supcon` (P×K batches), `arcface` (class proxies with a margin softmax;
+        labelled batches, any K), `contrastive` or `bce` (balanced pair batches; `bce` adds a
+        dense head on |a - b|).
+      margin: the margin of the triplet and contrastive losses (and of the logged
+        active-triplet fraction).
+      ms_alpha: multi_similarity: weight of the positive term, > 0.
+      ms_beta: multi_similarity: weight of the negative term, > 0.
+      ms_base: multi_similarity: the similarity margin lambda, a cosine in [-1, 1].
+      circle_m: circle: the relaxation margin m, in [0, 1).
+      circle_gamma: circle: the scale gamma, > 0.
+      supcon_temperature: supcon: the softmax temperature, > 0.
+      arcface_margin: arcface: the additive angular margin in radians, in [0, pi/2); with
+        `arcface_variant=cosface` the additive cosine margin, in [0, 1) (CosFace used 0.35).
+      arcface_scale: arcface: the logit scale s, > 0.
+      arcface_variant: arcface: `arcface` (cos(theta + m)) or `cosface` (cos(theta) - m).
+      cross_batch_memory: N > 0 scores every batch also against the last N training
+        embeddings (XBM; P×K batch losses only); 0: off.
       distance_metric: `L2`, `squared-L2` or `angular`.
       classes_per_batch: P, the classes of a P×K batch (pair losses: P·K pairs per batch).
       samples_per_class: K, the examples per class of a P×K batch.
@@ -83,6 +99,16 @@ class TrainConfig:
     embedding_dim: int = 64
     loss: str = "triplet_semihard"
     margin: float = 0.5
+    ms_alpha: float = 2.0
+    ms_beta: float = 50.0
+    ms_base: float = 0.5
+    circle_m: float = 0.4
+    circle_gamma: float = 80.0
+    supcon_temperature: float = 0.1
+    arcface_margin: float = 0.5
+    arcface_scale: float = 64.0
+    arcface_variant: str = "arcface"
+    cross_batch_memory: int = 0
     distance_metric: str = "L2"
     classes_per_batch: int = 10
     samples_per_class: int = 8
@@ -125,11 +151,6 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.samples_per_class < 2:
-            raise InputError(
-                "samples_per_class must be >= 2 to form positive pairs, got "
-                f"{self.samples_per_class}"
-            )
         if self.classes_per_batch < 2:
             raise InputError(
                 f"classes_per_batch must be >= 2 to form negatives, got {self.classes_per_batch}"
@@ -152,6 +173,8 @@ class TrainConfig:
         for name in ("learning_rate", "margin"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
+        # The loss, its hyperparameters and the batches it needs (trainers/losses.py).
+        losses.check(self)
 
     def to_json(self) -> str:
         """The config as indented JSON (config.json)."""

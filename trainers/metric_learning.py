@@ -14,7 +14,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from siamese_tf import losses as losses_lib
 from siamese_tf.callbacks import (
     MetricsJsonl,
     OneShotValidation,
@@ -42,20 +41,18 @@ from siamese_tf.distribute import (
 from siamese_tf.early_stopping import ResumableEarlyStopping
 from siamese_tf.errors import InputError
 from siamese_tf.evaluation import metrics as eval_metrics
-from siamese_tf.heads import PairClassifierHead
+from siamese_tf.heads import ClassProxies, PairClassifierHead
 from siamese_tf.inference import embed, nearest_gallery_labels, pair_set_distances
 from siamese_tf.models import UNCALIBRATED, SiameseModel, build_encoder
+from trainers import losses as run_losses
 from trainers import run_outputs, small_data
 from trainers import workdir as wd
 from trainers.config import TrainConfig
 from trainers.training_loop import fit_resumable
 
-TRIPLET_LOSSES = {
-    "triplet_semihard": losses_lib.TripletSemiHardLoss,
-    "triplet_hard": losses_lib.TripletHardLoss,
-    "triplet_batch_all": losses_lib.TripletBatchAllLoss,
-}
-PAIR_LOSSES = ("contrastive", "bce")
+# Losses trained on labelled (P×K) batches and on pair batches: see trainers/losses.py.
+LABELLED_LOSSES = run_losses.LABELLED_LOSSES
+PAIR_LOSSES = run_losses.PAIR_LOSSES
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +90,7 @@ def prepare_data(config: TrainConfig, adaptable=(), replicas: int = 1) -> Prepar
       InputError: an unknown dataset or loss, or data the config cannot serve (the message
         names the split, the count and the flag value that fixes it).
     """
-    if config.loss not in TRIPLET_LOSSES and config.loss not in PAIR_LOSSES:
-        known = ", ".join([*TRIPLET_LOSSES, *PAIR_LOSSES])
-        raise InputError(f"unknown loss {config.loss!r}; choose one of: {known}")
+    run_losses.check(config)
     eval_metrics.parse_threshold_rule(config.threshold_rule)
     source = load_source(
         config.dataset,
@@ -140,28 +135,34 @@ def learning_rate(config: TrainConfig):
     return config.learning_rate
 
 
-def build_model(config: TrainConfig, image_shape) -> SiameseModel:
-    """Builds and compiles the model. Call inside `strategy.scope()`."""
+def build_model(config: TrainConfig, image_shape, num_classes: int | None = None) -> SiameseModel:
+    """Builds and compiles the model. Call inside `strategy.scope()`.
+
+    Args:
+      config: the run's config.
+      image_shape: (H, W, C) of the images.
+      num_classes: for `--loss=arcface`, the number of class proxies (largest training label
+        + 1); ignored otherwise.
+    """
     encoder = build_encoder(config.encoder, image_shape, config.embedding_dim)
     head = PairClassifierHead() if config.loss == "bce" else None
+    proxies = None
+    if config.loss in run_losses.PROXY_LOSSES:
+        if not num_classes:
+            raise ValueError(f"--loss={config.loss} needs num_classes (largest label + 1)")
+        proxies = ClassProxies(num_classes)
     model = SiameseModel(
         encoder,
         head=head,
         distance_metric=config.distance_metric,
         stats_margin=config.margin,
         cross_replica_mining=config.cross_replica_mining,
+        proxies=proxies,
+        cross_batch_memory=config.cross_batch_memory,
     )
-    if config.loss in TRIPLET_LOSSES:
-        loss = TRIPLET_LOSSES[config.loss](
-            margin=config.margin, distance_metric=config.distance_metric
-        )
-    elif config.loss == "contrastive":
-        loss = losses_lib.ContrastiveLoss(margin=config.margin)
-    else:
-        loss = keras.losses.BinaryCrossentropy()
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate(config)),
-        loss=loss,
+        loss=run_losses.make_loss(config),
         jit_compile=config.jit_compile,
     )
     model.build((None, *image_shape))
@@ -179,7 +180,7 @@ def replica_dataset(
         class_weighting=config.class_weighting,
         prefetch=False,
     )
-    if config.loss in TRIPLET_LOSSES:
+    if config.loss in LABELLED_LOSSES:
         ds = pk_batches(
             train,
             classes_per_batch=replica_classes,
@@ -321,7 +322,9 @@ def train_and_evaluate(
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         with strategy.scope():
-            model = build_model(config, data.source.image_shape)
+            model = build_model(
+                config, data.source.image_shape, num_classes=int(data.train.labels.max()) + 1
+            )
             model.prebuild(_per_replica_spec(config, data.train, strategy))
         if chief:  # Only now, with the data and the model built: nothing half-written on error.
             os.makedirs(workdir, exist_ok=True)
@@ -403,7 +406,7 @@ def _train_and_report(
         )
     if stopping is not None:  # After the callbacks that log the value it watches.
         callbacks.append(stopping)
-    if config.loss in TRIPLET_LOSSES:
+    if config.loss in run_losses.TRIPLET_LOSSES:
         callbacks.append(StalledLearning())
     if chief:
         callbacks += [

@@ -24,6 +24,7 @@ import numpy as np
 from siamese_tf.data import Source, split_indices
 from siamese_tf.errors import InputError
 from trainers.config import TrainConfig
+from trainers.losses import LABELLED_LOSSES
 
 # Classes a held-out split needs: two, so that it holds negative pairs.
 MIN_HELD_OUT_CLASSES = 2
@@ -154,8 +155,6 @@ def fit_batch(config: TrainConfig, train: Source, adaptable=(), replicas: int = 
     Raises:
       InputError: naming the training split's class count and the flag value that fits.
     """
-    from trainers.metric_learning import TRIPLET_LOSSES
-
     adaptable = set(adaptable)
     classes, counts = np.unique(train.labels, return_counts=True)
     eligible = int(np.sum(counts >= 2))
@@ -165,7 +164,7 @@ def fit_batch(config: TrainConfig, train: Source, adaptable=(), replicas: int = 
             "training needs 2 classes and a class with 2+ examples; "
             + _more_training_classes(config)
         )
-    if config.loss not in TRIPLET_LOSSES:
+    if config.loss not in LABELLED_LOSSES:  # Pair batches: P·K pairs, any P fits.
         return config, []
     notes, changes = [], {}
     p, k = config.classes_per_batch, config.samples_per_class

@@ -1,6 +1,7 @@
-"""Mining benchmark: our semi-hard triplet loss vs TFA's tiled formulation vs the distance floor.
+"""Loss benchmark: every batch loss and ArcFace vs its peer and the pairwise-similarity floor.
 
-For each batch size B (P×K batches, 128-d L2-normalised float32 embeddings):
+Triplet (the first table). For each batch size B (P×K batches, 128-d L2-normalised float32
+embeddings):
 
 * `ours`: `siamese_tf.losses.TripletSemiHardLoss` — forward and gradient;
 * `tiled`: TFA's O(B³) formulation (`tests/tfa_reference.py`) — forward and gradient; skipped
@@ -10,6 +11,18 @@ For each batch size B (P×K batches, 128-d L2-normalised float32 embeddings):
   flagged as an extrapolation;
 * `floor`: the B×B pairwise-distance matrix alone — forward and gradient of its sum, the least
   any mining loss has to do.
+
+The pair-based and proxy losses (the second table), at every B, forward and gradient:
+
+* `ours:multi_similarity`, `ours:circle`, `ours:supcon` (`siamese_tf.losses`) against the
+  `floor:cosine` row: the B×B cosine-similarity matrix of the normalised embeddings, forward and
+  gradient of its sum;
+* `ours:arcface` (`ClassProxies` cosines + `ArcFaceLoss`, C = B/K classes, gradient to the
+  embeddings and the proxies) against `floor:proxies`: the B×C cosine matrix alone;
+* the peers: TF Similarity 0.17's published algorithms (`tfsim:multi_similarity`,
+  `tfsim:circle`, `tfsim:arcface`; `tfsim_reference.py`, re-implemented from their formulas
+  and run here). TF Similarity has no supervised contrastive loss (its `SimCLRLoss` is the
+  unsupervised NT-Xent), so SupCon has no peer row.
 
 Time: median of `repeats` runs after a warm-up, inside one `tf.function`, in this process.
 Memory: a fresh subprocess per (implementation, B) — RSS peaks cannot be reset in-process — that
@@ -34,6 +47,18 @@ from pathlib import Path
 _ROOT = Path(__file__).resolve().parents[2]
 _GB = 1024**3
 IMPLS = ("ours", "tiled", "floor")
+# Pair-based and proxy losses: (implementation, the floor it is compared with).
+LOSS_IMPLS = {
+    "ours:multi_similarity": "floor:cosine",
+    "tfsim:multi_similarity": "floor:cosine",
+    "ours:circle": "floor:cosine",
+    "tfsim:circle": "floor:cosine",
+    "ours:supcon": "floor:cosine",
+    "ours:arcface": "floor:proxies",
+    "tfsim:arcface": "floor:proxies",
+    "floor:cosine": None,
+    "floor:proxies": None,
+}
 
 
 def _tfa_reference():
@@ -63,13 +88,61 @@ def _inputs(batch_size: int, dim: int, samples_per_class: int):
     return labels, tf.constant(emb)
 
 
-def _step(impl: str):
-    """A tf.function `(labels, embeddings) -> (value, gradient)` for one implementation."""
+def _tfsim_reference():
+    """launch/benchmarks/tfsim_reference.py (TF Similarity's algorithms, re-implemented)."""
+    from launch.benchmarks import tfsim_reference
+
+    return tfsim_reference
+
+
+def _loss_value_fn(impl: str, batch_size: int, dim: int, samples_per_class: int):
+    """`(value_fn(labels, emb), extra watched variables)` of a pair-based or proxy loss."""
+    import numpy as np
+    import tensorflow as tf
+
+    from siamese_tf import losses, similarity_losses
+
+    if impl.endswith("arcface") or impl == "floor:proxies":
+        classes = -(-batch_size // samples_per_class)
+        rng = np.random.default_rng(1)
+        kernel = tf.Variable(rng.normal(size=(dim, classes)).astype(np.float32))
+
+        def cosines(emb):
+            unit = tf.math.l2_normalize(emb, axis=1)
+            return tf.matmul(unit, tf.math.l2_normalize(kernel, axis=0))
+
+        if impl == "ours:arcface":
+            loss = losses.ArcFaceLoss()
+            return (lambda labels, emb: loss(labels, cosines(emb))), [kernel]
+        if impl == "tfsim:arcface":
+            reference = _tfsim_reference()
+            return (lambda labels, emb: reference.arcface_loss(labels, emb, kernel)), [kernel]
+        return (lambda labels, emb: tf.reduce_sum(cosines(emb))), [kernel]
+    if impl == "floor:cosine":
+        similarity = similarity_losses.cosine_similarity_rows
+        return (lambda labels, emb: tf.reduce_sum(similarity(emb))), []
+    family, name = impl.split(":")
+    if family == "tfsim":
+        fn = getattr(_tfsim_reference(), f"{name}_loss")
+        return (lambda labels, emb: fn(labels, emb)), []
+    loss = {
+        "multi_similarity": losses.MultiSimilarityLoss,
+        "circle": losses.CircleLoss,
+        "supcon": losses.SupConLoss,
+    }[name]()
+    return (lambda labels, emb: loss(labels, emb)), []
+
+
+def _step(impl: str, batch_size: int = 0, dim: int = 0, samples_per_class: int = 1):
+    """A tf.function `(labels, embeddings) -> (value, gradients)` for one implementation."""
     import tensorflow as tf
 
     from siamese_tf import distances, losses
 
-    if impl == "ours":
+    watched = []
+    if impl in LOSS_IMPLS:
+        value_fn, watched = _loss_value_fn(impl, batch_size, dim, samples_per_class)
+    elif impl == "ours":
         loss = losses.TripletSemiHardLoss()
 
         def value_fn(labels, emb):
@@ -92,19 +165,19 @@ def _step(impl: str):
         with tf.GradientTape() as tape:
             tape.watch(emb)
             value = value_fn(labels, emb)
-        return value, tape.gradient(value, emb)
+        return value, tape.gradient(value, [emb, *watched])
 
     return step
 
 
 def _time(impl: str, batch_size: int, dim: int, samples_per_class: int, repeats: int) -> float:
     labels, emb = _inputs(batch_size, dim, samples_per_class)
-    step = _step(impl)
-    step(labels, emb)[1].numpy()  # trace and warm up
+    step = _step(impl, batch_size, dim, samples_per_class)
+    step(labels, emb)[1][0].numpy()  # trace and warm up
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
-        step(labels, emb)[1].numpy()
+        step(labels, emb)[1][0].numpy()
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds)
 
@@ -132,9 +205,9 @@ def _child(impl: str, batch_size: int, dim: int, samples_per_class: int) -> None
     """Runs in a fresh process: prints one JSON line with baseline and peak RSS (MB)."""
     labels, emb = _inputs(batch_size, dim, samples_per_class)
     baseline = _peak_rss_mb()
-    step = _step(impl)
+    step = _step(impl, batch_size, dim, samples_per_class)
     for _ in range(2):
-        step(labels, emb)[1].numpy()
+        step(labels, emb)[1][0].numpy()
     print(json.dumps({"baseline_mb": baseline, "peak_mb": _peak_rss_mb()}))
 
 
@@ -159,8 +232,11 @@ def _memory(impl: str, batch_size: int, dim: int, samples_per_class: int) -> dic
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _measure(impl, batch_size, dim, samples_per_class, repeats, note=""):
-    memory = _memory(impl, batch_size, dim, samples_per_class)
+def _measure(impl, batch_size, dim, samples_per_class, repeats, note="", memory=True):
+    if memory:
+        memory = _memory(impl, batch_size, dim, samples_per_class)
+    else:
+        memory = {"error": "memory not measured"}
     row = {
         "batch_size": batch_size,
         "impl": impl,
@@ -230,8 +306,10 @@ def run(
     samples_per_class: int = 4,
     tiled_limit_gb: float = 12.0,
     anchor_size: int = 512,
+    loss_impls=tuple(LOSS_IMPLS),
+    measure_memory: bool = True,
 ) -> dict:
-    """Measures ours, the tiled TFA formulation and the distance floor for each batch size.
+    """Measures every loss, its peer and its floor for each batch size.
 
     Args:
       sizes: batch sizes B.
@@ -241,13 +319,16 @@ def run(
       tiled_limit_gb: skip the tiled formulation where `tiled_bytes(B)` exceeds this.
       anchor_size: B at which the tiled formulation is also measured when it is skipped at a
         requested size, to extrapolate from.
+      loss_impls: the pair-based / proxy implementations measured (keys of `LOSS_IMPLS`).
+      measure_memory: measure peak RSS in a subprocess per row (off: times only).
 
     Returns:
       dict with `rows` (one per measurement: batch_size, impl, seconds, peak_rss_mb, delta_mb,
       note) and the summary keys `speedup_vs_tiled_1024`, `memory_ratio_vs_tiled_1024` (peak RSS
       of the whole process, tiled / ours), `memory_delta_ratio_vs_tiled_1024` (peak minus
       baseline), `tiled_1024_source`, `seconds_4096`, `peak_mb_4096`, `delta_mb_4096`,
-      `ratio_to_floor_4096` (our time / floor time) and `targets`.
+      `ratio_to_floor_4096` (our time / floor time) and `targets`; `losses`: per loss and B,
+      our seconds and memory, the ratio to its floor and the peer's time (`loss_table`).
     """
     import tensorflow as tf
 
@@ -269,15 +350,31 @@ def run(
                     }
                 )
                 continue
-            rows.append(_measure(impl, batch_size, dim, samples_per_class, repeats))
+            rows.append(
+                _measure(impl, batch_size, dim, samples_per_class, repeats, memory=measure_memory)
+            )
     if (
         skipped_any
         and anchor_size not in sizes
         and tiled_bytes(anchor_size) <= tiled_limit_gb * _GB
     ):
         rows.append(
-            _measure("tiled", anchor_size, dim, samples_per_class, repeats, "extrapolation anchor")
+            _measure(
+                "tiled",
+                anchor_size,
+                dim,
+                samples_per_class,
+                repeats,
+                "extrapolation anchor",
+                memory=measure_memory,
+            )
         )
+
+    for batch_size in sizes:
+        for impl in loss_impls:
+            rows.append(
+                _measure(impl, batch_size, dim, samples_per_class, repeats, memory=measure_memory)
+            )
 
     result = {
         "rows": rows,
@@ -324,7 +421,43 @@ def run(
         "seconds_4096<=1": at_most(result["seconds_4096"], 1.0),
         "peak_mb_4096<=1536": at_most(result["peak_mb_4096"], 1536),
     }
+    result["losses"] = loss_table(rows, sizes)
+    for entry in result["losses"]:
+        name = f"{entry['loss']}_{entry['batch_size']}_ratio_to_floor<=1.5"
+        result["targets"][name] = at_most(entry["ratio_to_floor"], 1.5)
     return result
+
+
+def loss_table(rows, sizes) -> list:
+    """Per loss and B: our time and memory, the ratio to its floor, the peer's time."""
+    table = []
+    for batch_size in sizes:
+        for loss in ("triplet_semihard", "multi_similarity", "circle", "supcon", "arcface"):
+            if loss == "triplet_semihard":
+                ours, floor = _find(rows, "ours", batch_size), _find(rows, "floor", batch_size)
+                peer, peer_name = _find(rows, "tiled", batch_size), "tfa_tiled"
+            else:
+                ours = _find(rows, f"ours:{loss}", batch_size)
+                floor = _find(rows, LOSS_IMPLS[f"ours:{loss}"], batch_size)
+                peer, peer_name = _find(rows, f"tfsim:{loss}", batch_size), "tfsim"
+            if ours is None:
+                continue
+            table.append(
+                {
+                    "loss": loss,
+                    "batch_size": batch_size,
+                    "seconds": ours["seconds"],
+                    "peak_rss_mb": ours["peak_rss_mb"],
+                    "delta_mb": ours["delta_mb"],
+                    "floor_seconds": floor["seconds"] if floor else None,
+                    "ratio_to_floor": ours["seconds"] / floor["seconds"] if floor else None,
+                    "peer": peer_name if peer else None,
+                    "peer_seconds": peer["seconds"] if peer else None,
+                    "peer_delta_mb": peer["delta_mb"] if peer else None,
+                    "speedup_vs_peer": peer["seconds"] / ours["seconds"] if peer else None,
+                }
+            )
+    return table
 
 
 def _fmt(value, spec):
@@ -337,7 +470,8 @@ def format_table(result: dict) -> str:
         "| B | implementation | seconds (median) | peak RSS MB | delta MB | note |",
         "|---:|---|---:|---:|---:|---|",
     ]
-    for row in sorted(result["rows"], key=lambda r: (r["batch_size"], IMPLS.index(r["impl"]))):
+    order = [*IMPLS, *LOSS_IMPLS]
+    for row in sorted(result["rows"], key=lambda r: (r["batch_size"], order.index(r["impl"]))):
         lines.append(
             f"| {row['batch_size']} | {row['impl']} | {_fmt(row['seconds'], '.4f')} | "
             f"{_fmt(row['peak_rss_mb'], '.0f')} | {_fmt(row['delta_mb'], '.0f')} | {row['note']} |"
@@ -352,6 +486,18 @@ def format_table(result: dict) -> str:
         f"{_fmt(result['peak_mb_4096'], '.0f')} MB peak RSS "
         f"({_fmt(result['delta_mb_4096'], '.0f')} MB above baseline), "
         f"{_fmt(result['ratio_to_floor_4096'], '.2f')}x the distance-matrix floor",
-        "targets: " + ", ".join(f"{name}: {met}" for name, met in result["targets"].items()),
+        "",
+        "| loss | B | seconds | x floor | delta MB | peer | peer seconds | peer delta MB |",
+        "|---|---:|---:|---:|---:|---|---:|---:|",
     ]
+    for entry in result.get("losses", []):
+        lines.append(
+            f"| {entry['loss']} | {entry['batch_size']} | {_fmt(entry['seconds'], '.4f')} | "
+            f"{_fmt(entry['ratio_to_floor'], '.2f')} | {_fmt(entry['delta_mb'], '.0f')} | "
+            f"{entry['peer'] or '-'} | {_fmt(entry['peer_seconds'], '.4f')} | "
+            f"{_fmt(entry['peer_delta_mb'], '.0f')} |"
+        )
+    lines.append(
+        "targets: " + ", ".join(f"{name}: {met}" for name, met in result["targets"].items())
+    )
     return "\n".join(lines)

@@ -8,6 +8,7 @@ import tensorflow as tf
 from siamese_tf import losses as losses_lib
 from siamese_tf import mining
 from siamese_tf.distances import pair_distances
+from siamese_tf.memory import CrossBatchMemory
 
 UNCALIBRATED = -1.0
 
@@ -19,7 +20,9 @@ class SiameseModel(keras.Model):
     `model(images)` returns embeddings. `fit` accepts two batch layouts:
 
     * P×K batches `(images, labels)`: the compiled loss gets `(labels, embeddings)` — the triplet
-      losses of `siamese_tf.losses` mine inside the batch;
+      and pair-based losses of `siamese_tf.losses` mine inside the batch; with class `proxies`
+      (ArcFace / CosFace) it gets `(labels, cosines to the proxies)`, and any labelled batch
+      will do (no P×K structure needed);
     * pair batches `((images_a, images_b), same)`: both sides are embedded in one call of the
       encoder (one forward pass, consistent batch-norm statistics); the compiled loss gets
       `(same, distances)` (e.g. `ContrastiveLoss`), or `(same, probabilities)` when a pair `head`
@@ -41,10 +44,17 @@ class SiameseModel(keras.Model):
       head: optional pair head `head([emb_a, emb_b]) -> probability same`.
       distance_metric: "L2", "squared-L2" or "angular" (distances for pair losses and verification).
       stats_margin: margin used for the reported active-triplet fraction.
-      cross_replica_mining: with a triplet loss under a multi-replica strategy, all-gather
-        embeddings and labels so every replica mines over the global batch, scoring its own
-        anchors; the step then equals one replica training on the global batch. Without it each
-        replica mines within its own P×K share (cheaper, no extra communication).
+      cross_replica_mining: with a batch loss (triplet or pair-based, `siamese_tf.losses`)
+        under a multi-replica strategy, all-gather embeddings and labels so every replica mines
+        over the global batch, scoring its own anchors; the step then equals one replica
+        training on the global batch. Without it each replica mines within its own P×K share
+        (cheaper, no extra communication). A per-example loss (ArcFace) needs no gathering:
+        its replica means already add up to the global-batch value.
+      proxies: optional `siamese_tf.heads.ClassProxies` for ArcFace / CosFace (compile with
+        `ArcFaceLoss`): trained and checkpointed with the model, never part of `model(images)`.
+      cross_batch_memory: N > 0 keeps the last N training embeddings and labels
+        (`siamese_tf.memory.CrossBatchMemory`, saved with the model) and scores every batch
+        against them too (XBM); needs a batch loss. 0: off.
       **kwargs: passed to `keras.Model`.
     """
 
@@ -55,12 +65,17 @@ class SiameseModel(keras.Model):
         distance_metric="L2",
         stats_margin=1.0,
         cross_replica_mining=False,
+        proxies=None,
+        cross_batch_memory=0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.cross_replica_mining = bool(cross_replica_mining)
         self.encoder = encoder
         self.head = head
+        self.proxies = proxies
+        self.cross_batch_memory = int(cross_batch_memory)
+        self.memory = CrossBatchMemory(self.cross_batch_memory) if cross_batch_memory else None
         self.distance_metric = distance_metric
         self.stats_margin = float(stats_margin)
         self.threshold = self.add_weight(
@@ -101,9 +116,12 @@ class SiameseModel(keras.Model):
         """Builds the encoder (already built when functional) and the head."""
         if not self.encoder.built:
             self.encoder.build(input_shape)
+        dim = self.encoder.output_shape[-1]
         if self.head is not None and not self.head.built:
-            dim = self.encoder.output_shape[-1]
             self.head.build([(None, dim), (None, dim)])
+        for layer in (self.proxies, self.memory):
+            if layer is not None and not layer.built:
+                layer.build((None, dim))
         self.built = True
 
     def pair_distances(self, emb_a, emb_b):
@@ -141,6 +159,7 @@ class SiameseModel(keras.Model):
         """
         x, y = data[0], data[1]
         if isinstance(x, (tuple, list)):
+            self._check_batch_kind(pairs=True)
             images_a, images_b = x
             y_pred, distances = self._pair_outputs(images_a, images_b, training=training)
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred, training=training)
@@ -148,9 +167,13 @@ class SiameseModel(keras.Model):
             stats = _pair_statistics(distances, tf.cast(tf.reshape(y, [-1]), tf.float32))
             batch_size = tf.shape(images_a)[0]
         else:
+            self._check_batch_kind(pairs=False)
             emb = self(x, training=training)
-            if self.cross_replica_mining and _replicas() > 1:
-                loss = self._cross_replica_triplet_loss(tf.reshape(y, [-1]), emb)
+            if self.proxies is not None:
+                cosines = self.proxies(emb, training=training)
+                loss = self.compute_loss(x=x, y=y, y_pred=cosines, training=training)
+            elif self.memory is not None or (self.cross_replica_mining and _replicas() > 1):
+                loss = self._batch_loss(tf.reshape(y, [-1]), emb, training)
             else:
                 loss = self.compute_loss(x=x, y=y, y_pred=emb, training=training)
             stats = mining.batch_statistics(
@@ -159,24 +182,78 @@ class SiameseModel(keras.Model):
             batch_size = tf.shape(x)[0]
         return loss, stats, batch_size
 
-    def _cross_replica_triplet_loss(self, labels, embeddings):
-        """This replica's share of the global-batch triplet loss. Runs per replica.
+    def _check_batch_kind(self, pairs):
+        """Refuses (at trace time) a batch layout the compiled loss cannot score."""
+        loss = getattr(self, "loss", None)
+        batch_loss = isinstance(loss, losses_lib._BatchLoss)  # noqa: SLF001
+        proxy_loss = isinstance(loss, losses_lib.ArcFaceLoss) or self.proxies is not None
+        if pairs and (batch_loss or proxy_loss or self.memory is not None):
+            raise ValueError(
+                f"{type(loss).__name__} (or class proxies / cross-batch memory) needs labelled "
+                "batches (images, labels), e.g. P×K batches; got a pair batch ((a, b), same)"
+            )
+        if not pairs and (self.head is not None or isinstance(loss, losses_lib.ContrastiveLoss)):
+            raise ValueError(
+                f"{type(loss).__name__} (or a pair head) scores pair batches ((a, b), same); got "
+                "a labelled batch (images, labels)"
+            )
+        if not pairs and self.proxies is None and isinstance(loss, losses_lib.ArcFaceLoss):
+            raise ValueError("ArcFaceLoss needs class proxies: SiameseModel(..., proxies=...)")
+        if self.memory is not None and not batch_loss:
+            raise ValueError(
+                f"cross_batch_memory needs a batch loss (triplet or pair-based), got "
+                f"{type(loss).__name__}"
+            )
 
-        Every replica gathers all embeddings and labels (the gather is differentiable: its
-        gradient returns each replica its slice), scores only its own anchors against the
-        global batch, and divides by the global count of loss terms. The shares sum to the
-        full-batch loss, so summing gradients across replicas (as the optimizer does) gives the
-        gradient of one replica training on the whole batch; like a Keras loss under a
-        strategy, the share is already "scaled" and is not divided again.
+    def _batch_loss(self, labels, embeddings, training):
+        """This replica's share of a batch loss over more than its own batch. Runs per replica.
+
+        With cross-replica mining every replica gathers all embeddings and labels (the gather
+        is differentiable: its gradient returns each replica its slice), scores only its own
+        anchors against the global batch, and divides by the global count of loss terms. The
+        shares sum to the full-batch loss, so summing gradients across replicas (as the
+        optimizer does) gives the gradient of one replica training on the whole batch; like a
+        Keras loss under a strategy, the share is already "scaled" and is not divided again.
+
+        With a cross-batch memory the stored embeddings (no gradient) are appended to the
+        batch the anchors are scored against, then the batch is enqueued (in training steps
+        only): under several replicas the all-gathered global batch, the same on every replica,
+        so the memory holds each example once.
         """
-        context = tf.distribute.get_replica_context()
-        all_embeddings = context.all_gather(embeddings, axis=0)
-        all_labels = context.all_gather(labels, axis=0)
+        loss_fn = self.loss
+        if not isinstance(loss_fn, losses_lib._BatchLoss):  # noqa: SLF001
+            raise ValueError(
+                "cross_replica_mining / cross_batch_memory need a siamese_tf batch loss "
+                f"(triplet or pair-based), got {type(loss_fn).__name__}"
+            )
+        replicas = _replicas()
         local = tf.shape(embeddings)[0]
-        anchors = context.replica_id_in_sync_group * local + tf.range(local)
-        loss_sum, count = _triplet_terms(self.loss, all_labels, all_embeddings, anchors)
-        total = context.all_reduce("sum", tf.stop_gradient(count))
-        return tf.math.divide_no_nan(loss_sum, total)
+        cross_replica = self.cross_replica_mining and replicas > 1
+        if replicas > 1:
+            context = tf.distribute.get_replica_context()
+            all_embeddings = context.all_gather(embeddings, axis=0)
+            all_labels = context.all_gather(labels, axis=0)
+        else:
+            all_embeddings, all_labels = embeddings, labels
+        if cross_replica:
+            ref_embeddings, ref_labels = all_embeddings, all_labels
+            anchors = context.replica_id_in_sync_group * local + tf.range(local)
+        else:
+            ref_embeddings, ref_labels = embeddings, labels
+            anchors = tf.range(local)
+        if self.memory is not None:
+            stored, stored_labels = self.memory.read()
+            ref_embeddings = tf.concat([tf.cast(ref_embeddings, stored.dtype), stored], axis=0)
+            ref_labels = tf.concat([ref_labels, tf.cast(stored_labels, ref_labels.dtype)], axis=0)
+        loss_sum, count = loss_fn.terms(ref_labels, ref_embeddings, anchors)
+        if cross_replica:
+            total = context.all_reduce("sum", tf.stop_gradient(count))
+            loss = tf.math.divide_no_nan(loss_sum, total)
+        else:
+            loss = tf.math.divide_no_nan(loss_sum, count) / tf.cast(replicas, loss_sum.dtype)
+        if self.memory is not None and training:
+            self.memory.enqueue(all_embeddings, all_labels)
+        return loss
 
     def _update_metrics(self, loss, stats, batch_size):
         # Keras losses come back scaled by 1/replicas (see keras.losses.Loss); the loss tracker
@@ -255,6 +332,10 @@ class SiameseModel(keras.Model):
             distance_metric=self.distance_metric,
             stats_margin=self.stats_margin,
             cross_replica_mining=self.cross_replica_mining,
+            proxies=None
+            if self.proxies is None
+            else keras.saving.serialize_keras_object(self.proxies),
+            cross_batch_memory=self.cross_batch_memory,
         )
         return config
 
@@ -262,32 +343,14 @@ class SiameseModel(keras.Model):
     def from_config(cls, config):
         config = dict(config)
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
-        if config.get("head") is not None:
-            config["head"] = keras.saving.deserialize_keras_object(config["head"])
+        for name in ("head", "proxies"):
+            if config.get(name) is not None:
+                config[name] = keras.saving.deserialize_keras_object(config[name])
         return cls(**config)
 
 
 def _replicas() -> int:
     return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-def _triplet_terms(loss, labels, embeddings, anchors):
-    """(loss sum, term count) of a siamese_tf triplet loss for some anchors of a batch."""
-    if isinstance(loss, losses_lib.TripletSemiHardLoss):
-        return losses_lib.semihard_loss_terms(
-            labels, embeddings, loss.margin, loss.distance_metric, anchors
-        )
-    if isinstance(loss, losses_lib.TripletHardLoss):
-        return losses_lib.hard_loss_terms(
-            labels, embeddings, loss.margin, loss.soft, loss.distance_metric, anchors
-        )
-    if isinstance(loss, losses_lib.TripletBatchAllLoss):
-        return losses_lib.batch_all_loss_terms(
-            labels, embeddings, loss.margin, loss.soft, loss.distance_metric, anchors
-        )
-    raise ValueError(
-        f"cross_replica_mining needs a siamese_tf triplet loss, got {type(loss).__name__}"
-    )
 
 
 def _is_multi_worker(strategy) -> bool:

@@ -1,0 +1,322 @@
+"""Multi-similarity, circle, SupCon and ArcFace/CosFace losses against numpy references.
+
+The references below are written from the definitions (and pytorch-metric-learning 2.x's
+default reducers: `MeanReducer` for multi-similarity, `AvgNonZeroReducer` for circle and
+SupCon) in float64 numpy, sharing no code with the project. WORKSPACE.md records their one-off
+cross-check against PML 2.9.0 itself.
+"""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from siamese_tf import losses
+
+TOL = 1e-5
+
+
+# --- numpy references --------------------------------------------------------------------------
+
+
+def _np_similarity(emb):
+    emb = np.asarray(emb, np.float64)
+    norms = np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    unit = emb / norms
+    return unit @ unit.T
+
+
+def _np_masks(labels):
+    labels = np.reshape(labels, [-1])
+    same = labels[:, None] == labels[None, :]
+    return same & ~np.eye(len(labels), dtype=bool), ~same
+
+
+def _log1p_sum_exp(x):
+    return np.logaddexp.reduce(np.concatenate([[0.0], x])) if len(x) else 0.0
+
+
+def ref_multi_similarity(labels, emb, alpha=2.0, beta=50.0, base=0.5):
+    """Wang et al. 2019 eq. 5, mean over every anchor."""
+    s = _np_similarity(emb)
+    pos, neg = _np_masks(labels)
+    per_anchor = [
+        _log1p_sum_exp(-alpha * (s[a][pos[a]] - base)) / alpha
+        + _log1p_sum_exp(beta * (s[a][neg[a]] - base)) / beta
+        for a in range(len(s))
+    ]
+    return float(np.mean(per_anchor)) if len(s) > 1 else 0.0
+
+
+def _mean_nonzero(values):
+    values = np.asarray(values, np.float64)
+    nonzero = values[values > 0]
+    return float(nonzero.mean()) if nonzero.size else 0.0
+
+
+def ref_circle(labels, emb, m=0.4, gamma=80.0, weights_at=None):
+    """Sun et al. 2020 eq. 6 (pair-wise labels), mean over anchors with a non-zero loss.
+
+    The weights alpha_p, alpha_n are constants in the paper's gradient (PML detaches them):
+    `weights_at` evaluates them at other embeddings, for a finite-difference gradient.
+    """
+    s = _np_similarity(emb)
+    w = s if weights_at is None else _np_similarity(weights_at)
+    pos, neg = _np_masks(labels)
+    per_anchor = []
+    for a in range(len(s)):
+        if not pos[a].any() or not neg[a].any():
+            continue
+        sp, sn = s[a][pos[a]], s[a][neg[a]]
+        wp, wn = w[a][pos[a]], w[a][neg[a]]
+        logit_p = -gamma * np.maximum(1 + m - wp, 0) * (sp - (1 - m))
+        logit_n = gamma * np.maximum(wn + m, 0) * (sn - m)
+        z = np.logaddexp.reduce(logit_p) + np.logaddexp.reduce(logit_n)
+        per_anchor.append(np.logaddexp(0.0, z))
+    return _mean_nonzero(per_anchor)
+
+
+def ref_supcon(labels, emb, temperature=0.1):
+    """Khosla et al. 2020 eq. 2 (L_out), mean over anchors with a non-zero loss."""
+    s = _np_similarity(emb) / temperature
+    pos, neg = _np_masks(labels)
+    if not pos.any() or not neg.any():
+        return 0.0
+    per_anchor = []
+    for a in range(len(s)):
+        if not pos[a].any():
+            continue
+        others = pos[a] | neg[a]
+        log_prob = s[a] - np.logaddexp.reduce(s[a][others])
+        per_anchor.append(-log_prob[pos[a]].mean())
+    return _mean_nonzero(per_anchor)
+
+
+def ref_arcface(labels, cosines, margin=0.5, scale=64.0, variant="arcface"):
+    """Deng et al. 2019 (with insightface's continuation beyond theta + m > pi) / CosFace."""
+    cosines = np.asarray(cosines, np.float64)
+    out = []
+    for y, row in zip(labels, cosines):
+        logits = row.copy()
+        c = row[y]
+        if variant == "cosface":
+            logits[y] = c - margin
+        else:
+            theta = math.acos(c)
+            logits[y] = (
+                math.cos(theta + margin)
+                if theta + margin <= math.pi
+                else (c - math.sin(margin) * margin)
+            )
+        logits *= scale
+        out.append(np.logaddexp.reduce(logits) - logits[y])
+    return float(np.mean(out))
+
+
+# --- batches -----------------------------------------------------------------------------------
+
+
+def _unit(rng, batch, dim=8):
+    x = rng.normal(size=(batch, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _batches():
+    rng = np.random.default_rng(21)
+    pk = np.repeat(np.arange(6), 4)
+    dup = np.tile(_unit(rng, 3), (4, 1))  # every embedding 4 times, some with other labels
+    return [
+        ("random", rng.integers(0, 5, 24), _unit(rng, 24)),
+        ("pxk", pk, _unit(rng, 24)),
+        ("pxk_labels_b1", pk[:, None], _unit(rng, 24)),
+        ("unnormalised", rng.integers(0, 4, 20), rng.normal(size=(20, 5)).astype(np.float32) * 3),
+        ("clustered", pk, (np.eye(8)[pk % 8] + 0.05 * rng.normal(size=(24, 8))).astype("f4")),
+        ("no_positive_pair", np.arange(10), _unit(rng, 10)),
+        ("one_class", np.zeros(9, np.int64), _unit(rng, 9)),
+        ("duplicates", np.array([0, 0, 1, 1, 2, 2, 0, 1, 2, 3, 3, 3]), dup),
+        ("single_example_classes", np.array([0, 0, 0, 1, 2, 3, 3, 4, 5]), _unit(rng, 9)),
+        ("one_example", np.array([3]), _unit(rng, 1)),
+        ("two_classes_high_dim", rng.integers(0, 2, 16), _unit(rng, 16, dim=64)),
+    ]
+
+
+BATCHES = _batches()
+BATCH_IDS = [b[0] for b in BATCHES]
+
+LOSSES = {
+    "multi_similarity": (losses.multi_similarity_loss, ref_multi_similarity, {}),
+    "multi_similarity_params": (
+        losses.multi_similarity_loss,
+        ref_multi_similarity,
+        dict(alpha=1.0, beta=10.0, base=0.2),
+    ),
+    "circle": (losses.circle_loss, ref_circle, {}),
+    "circle_params": (losses.circle_loss, ref_circle, dict(m=0.25, gamma=256.0)),
+    "supcon": (losses.supcon_loss, ref_supcon, {}),
+    "supcon_params": (losses.supcon_loss, ref_supcon, dict(temperature=0.5)),
+}
+
+
+@pytest.mark.parametrize("loss_name", list(LOSSES))
+@pytest.mark.parametrize("name,labels,emb", BATCHES, ids=BATCH_IDS)
+def test_values_match_the_definition(loss_name, name, labels, emb):
+    fn, ref, kwargs = LOSSES[loss_name]
+    emb = tf.constant(emb)
+    with tf.GradientTape() as tape:
+        tape.watch(emb)
+        value = fn(labels, emb, **kwargs)
+    assert value.dtype == tf.float32
+    np.testing.assert_allclose(value.numpy(), ref(labels, emb.numpy(), **kwargs), rtol=TOL, atol=0)
+    grad = tape.gradient(value, emb)
+    assert grad is not None and np.all(np.isfinite(grad.numpy()))
+
+
+@pytest.mark.parametrize("loss_name", ["circle", "supcon"])
+def test_degenerate_batches_have_zero_value_and_gradient(loss_name):
+    fn = LOSSES[loss_name][0]
+    rng = np.random.default_rng(22)
+    for labels in (np.arange(6), np.zeros(6, np.int64)):
+        emb = tf.constant(_unit(rng, 6))
+        with tf.GradientTape() as tape:
+            tape.watch(emb)
+            value = fn(labels, emb)
+        assert value.numpy() == 0.0
+        np.testing.assert_array_equal(tape.gradient(value, emb).numpy(), 0.0)
+
+
+def _numeric_gradient(ref, labels, emb, kwargs, eps=1e-6):
+    grad = np.zeros_like(emb)
+    for index in np.ndindex(*emb.shape):
+        up, down = emb.copy(), emb.copy()
+        up[index] += eps
+        down[index] -= eps
+        grad[index] = (ref(labels, up, **kwargs) - ref(labels, down, **kwargs)) / (2 * eps)
+    return grad
+
+
+@pytest.mark.parametrize("loss_name", ["multi_similarity", "circle", "supcon_params"])
+def test_gradient_matches_finite_differences(loss_name):
+    # float64 embeddings are computed in float64, so the hand-written gradient can be compared
+    # tightly with central differences of the reference.
+    fn, ref, kwargs = LOSSES[loss_name]
+    rng = np.random.default_rng(23)
+    labels = np.repeat(np.arange(3), 3)
+    emb = rng.normal(size=(9, 4))
+    tensor = tf.constant(emb)
+    with tf.GradientTape() as tape:
+        tape.watch(tensor)
+        value = fn(labels, tensor, **kwargs)
+    np.testing.assert_allclose(value.numpy(), ref(labels, emb, **kwargs), rtol=1e-10)
+    if loss_name == "circle":
+        kwargs = dict(kwargs, weights_at=emb)
+    np.testing.assert_allclose(
+        tape.gradient(value, tensor).numpy(),
+        _numeric_gradient(ref, labels, emb, kwargs),
+        rtol=1e-5,
+        atol=1e-7,
+    )
+
+
+@pytest.mark.parametrize("dtype", [tf.float16, tf.bfloat16])
+@pytest.mark.parametrize("loss_name", ["multi_similarity", "circle", "supcon"])
+def test_half_precision_is_computed_in_float32(loss_name, dtype):
+    fn = LOSSES[loss_name][0]
+    rng = np.random.default_rng(24)
+    labels = np.repeat(np.arange(4), 3)
+    half = tf.cast(_unit(rng, 12), dtype)
+    value = fn(labels, half)
+    assert value.dtype == tf.float32
+    np.testing.assert_allclose(value, fn(labels, tf.cast(half, tf.float32)), rtol=1e-6)
+
+
+TERMS = {
+    "multi_similarity": losses.multi_similarity_loss_terms,
+    "circle": losses.circle_loss_terms,
+    "supcon": losses.supcon_loss_terms,
+}
+
+
+@pytest.mark.parametrize("name", list(TERMS))
+def test_anchor_halves_reproduce_full_batch(name):
+    rng = np.random.default_rng(25)
+    labels = np.repeat(np.arange(5), 4)[rng.permutation(20)]
+    emb = tf.constant(_unit(rng, 20))
+    fn = TERMS[name]
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(emb)
+        full_sum, full_count = fn(labels, emb)
+        full = full_sum / full_count
+        halves = [fn(labels, emb, anchor_indices=tf.range(lo, lo + 10)) for lo in (0, 10)]
+        combined = (halves[0][0] + halves[1][0]) / (halves[0][1] + halves[1][1])
+    np.testing.assert_allclose(combined, full, rtol=TOL)
+    np.testing.assert_allclose(
+        tape.gradient(combined, emb), tape.gradient(full, emb), rtol=1e-4, atol=1e-6
+    )
+
+
+CLASSES = [
+    (losses.MultiSimilarityLoss, dict(alpha=1.5, beta=40.0, base=0.4), ref_multi_similarity),
+    (losses.CircleLoss, dict(m=0.3, gamma=64.0), ref_circle),
+    (losses.SupConLoss, dict(temperature=0.2), ref_supcon),
+]
+
+
+@pytest.mark.parametrize("cls,kwargs,ref", CLASSES)
+def test_loss_classes_values_config_and_scaling(cls, kwargs, ref, two_cpus):
+    rng = np.random.default_rng(26)
+    labels, emb = np.repeat(np.arange(4), 3), _unit(rng, 12)
+    loss = cls(**kwargs)
+    expected = ref(labels, emb, **kwargs)
+    np.testing.assert_allclose(loss(y_true=labels, y_pred=emb), expected, rtol=TOL)
+    restored = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert type(restored) is cls and restored.get_config() == loss.get_config()
+    np.testing.assert_allclose(restored(labels, emb), expected, rtol=TOL)
+    with pytest.raises(ValueError, match="sample_weight"):
+        loss(labels, emb, sample_weight=np.ones(12))
+    # Keras 3's convention under a strategy: times 1/replicas.
+    values = two_cpus.experimental_local_results(
+        two_cpus.run(tf.function(lambda: loss(tf.constant(labels), tf.constant(emb))))
+    )
+    np.testing.assert_allclose([v.numpy() for v in values], [expected / 2] * 2, rtol=TOL)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: losses.MultiSimilarityLoss(alpha=0.0), "alpha"),
+        (lambda: losses.MultiSimilarityLoss(beta=-1.0), "beta"),
+        (lambda: losses.CircleLoss(m=1.0), "m must be"),
+        (lambda: losses.CircleLoss(gamma=0.0), "gamma"),
+        (lambda: losses.SupConLoss(temperature=0.0), "temperature"),
+        (lambda: losses.ArcFaceLoss(margin=2.0), "margin"),
+        (lambda: losses.ArcFaceLoss(variant="sphereface"), "variant"),
+        (lambda: losses.ArcFaceLoss(scale=-1.0), "scale"),
+    ],
+)
+def test_out_of_range_hyperparameters_are_refused(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+# --- ArcFace / CosFace -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant, margin", [("arcface", 0.5), ("arcface", 1.2), ("cosface", 0.35)])
+def test_arcface_matches_the_definition_with_finite_gradients(variant, margin):
+    rng = np.random.default_rng(27)
+    labels = rng.integers(0, 7, 32)
+    cosines = rng.uniform(-1, 1, (32, 7))
+    # The edges: a true-class cosine of exactly 1 and -1 (arccos' derivative is infinite there).
+    cosines[0, labels[0]], cosines[1, labels[1]] = 1.0, -1.0
+    cosines = tf.constant(cosines.astype(np.float32))
+    loss = losses.ArcFaceLoss(margin=margin, scale=16.0, variant=variant)
+    with tf.GradientTape() as tape:
+        tape.watch(cosines)
+        value = loss(labels, cosines)
+    expected = ref_arcface(labels, cosines.numpy(), margin, 16.0, variant)
+    np.testing.assert_allclose(value.numpy(), expected, rtol=TOL)
+    assert np.all(np.isfinite(tape.gradient(value, cosines).numpy()))
+    restored = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert restored.get_config() == loss.get_config()
