@@ -108,6 +108,14 @@ RUNS = {
     ),
     "npz": dict(dataset="npz:{tmp}/tiny.npz", image_size=16, encoder="conv4"),
     "stopping": dict(epochs=3, early_stopping_patience=1, early_stopping_metric="val_eer"),
+    "ms": dict(
+        loss="multi_similarity", ms_alpha=3.0, ms_beta=40.0, ms_base=0.6, cross_batch_memory=64
+    ),
+    "circle": dict(loss="circle", circle_m=0.3, circle_gamma=60.0),
+    "supcon": dict(loss="supcon", supcon_temperature=0.2),
+    "arcface": dict(
+        loss="arcface", arcface_margin=0.3, arcface_scale=30.0, arcface_variant="cosface"
+    ),
     # Omniglot's dummy zips hold 7 images: TFDS builds them from manual_dir into data_dir, then
     # the recipe refuses so little data (InputError); the build is what these rows check.
     "tfds": dict(
@@ -158,9 +166,9 @@ def _train(name, tmp):
         run.data = original["prepare"](config)
         return run.data
 
-    def build(config, image_shape):
+    def build(config, image_shape, **kwargs):
         run.policy_at_build = keras.mixed_precision.global_policy().name
-        run.model = original["build"](config, image_shape)
+        run.model = original["build"](config, image_shape, **kwargs)
         return run.model
 
     def dataset(*args, **kwargs):
@@ -299,6 +307,27 @@ CHECKS = {
         lambda r: any(k.startswith("val_oneshot_") for k in r.metrics[0]),
     ),
     "early_stopping_patience": ("stopping", lambda r: "early_stopping" in r.report),
+    "ms_alpha": ("ms", lambda r: getattr(r.model.loss, "alpha", None) == 3.0),
+    "ms_beta": ("ms", lambda r: getattr(r.model.loss, "beta", None) == 40.0),
+    "ms_base": ("ms", lambda r: getattr(r.model.loss, "base", None) == 0.6),
+    "cross_batch_memory": (
+        "ms",
+        lambda r: r.model.memory is not None and r.model.cross_batch_memory == 64,
+    ),
+    "circle_m": ("circle", lambda r: getattr(r.model.loss, "m", None) == 0.3),
+    "circle_gamma": ("circle", lambda r: getattr(r.model.loss, "gamma", None) == 60.0),
+    "supcon_temperature": (
+        "supcon",
+        lambda r: getattr(r.model.loss, "temperature", None) == 0.2,
+    ),
+    "arcface_margin": ("arcface", lambda r: getattr(r.model.loss, "margin", None) == 0.3),
+    "arcface_scale": ("arcface", lambda r: getattr(r.model.loss, "scale", None) == 30.0),
+    "arcface_variant": (
+        "arcface",
+        lambda r: (
+            getattr(r.model.loss, "variant", None) == "cosface" and r.model.proxies is not None
+        ),
+    ),
     "early_stopping_metric": (
         "stopping",
         lambda r: r.report.get("early_stopping", {}).get("metric") == "val_eer",
