@@ -214,17 +214,18 @@ def _fake_worker(code: str):
         (["sys.exit(75)", "sys.exit(130)"], 130, []),
         (["sys.exit(2)", "sys.exit(2)"], 2, ["exited with status 2; stopping all workers"]),
         # A crash is the cause; its peer then exits 69 (it lost the crashed worker).
-        (["sys.exit(1)", "time.sleep(1); sys.exit(69)"], 1, ["worker 0 exited with status 1"]),
+        (["sys.exit(1)", "time.sleep(0.3); sys.exit(69)"], 1, ["worker 0 exited with status 1"]),
+        (["sys.exit(1)", "time.sleep(60)"], 1, ["worker 1 (pid"]),  # killed by us: not "lost"
         # Killed outright, whichever ends first; a frozen worker is killed after the grace.
         (["time.sleep(0.3); sys.exit(69)", "os.kill(os.getpid(), 9)"], 69, ["1 (pid"]),
         (["os.kill(os.getpid(), 9)", "sys.exit(69)"], 69, ["0 (pid"]),
-        (["sys.exit(69)", "time.sleep(60)"], 69, ["still running after 1 s; killing it"]),
+        (["sys.exit(69)", "time.sleep(60)"], 69, ["still running after 3 s; killing it"]),
     ],
 )
 def test_launcher_status_and_lines(codes, status, lines, capsys, monkeypatch):
     from launch import multiworker
 
-    monkeypatch.setattr(multiworker, "LOST_WORKER_GRACE_S", 1.0)
+    monkeypatch.setattr(multiworker, "LOST_WORKER_GRACE_S", 3.0)
     procs = [_fake_worker(code) for code in codes]
     assert multiworker._supervise(procs, threading.Event()) == status
     err = capsys.readouterr().err
