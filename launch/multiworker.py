@@ -136,6 +136,7 @@ def _supervise(procs, interrupted: threading.Event) -> int:
     def stopped(status):  # a coordinated stop, or a second Ctrl-C that ended a worker at once
         return status in STOPPED or (interrupted.is_set() and status == -signal.SIGINT)
 
+    killed = set()
     while True:
         # Poll every worker each time (`any` over a generator would stop at the first live one
         # and never notice that a later one died).
@@ -164,7 +165,7 @@ def _supervise(procs, interrupted: threading.Event) -> int:
         return 0
     if all(stopped(s) for s in statuses):
         return 130 if interrupted.is_set() or 130 in statuses else 75
-    if any(s < 0 and not stopped(s) for s in statuses):
+    if any(s < 0 and not stopped(s) and i not in killed for i, s in enumerate(statuses)):
         return EXIT_LOST_WORKER
     # A worker that failed on its own (1: an error, 2: bad input) is the cause; its peers then
     # exit 69 (they lost it).
