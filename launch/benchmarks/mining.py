@@ -24,7 +24,9 @@ The pair-based and proxy losses (the second table), at every B, forward and grad
   and run here). TF Similarity has no supervised contrastive loss (its `SimCLRLoss` is the
   unsupervised NT-Xent), so SupCon has no peer row.
 
-Time: median of `repeats` runs after a warm-up, inside one `tf.function`, in this process.
+Time: median of `repeats` runs after a warm-up, inside one `tf.function`, in this process;
+at each B every implementation except the tiled one is timed round-robin, side by side, so
+the ratios to the floors hold on a machine whose load changes.
 Memory: a fresh subprocess per (implementation, B) — RSS peaks cannot be reset in-process — that
 reports its peak RSS (VmHWM; `ru_maxrss` would include the parent's peak, see `_peak_rss_mb`)
 and the peak minus its peak after importing TensorFlow and building the inputs (the delta).
@@ -182,6 +184,25 @@ def _time(impl: str, batch_size: int, dim: int, samples_per_class: int, repeats:
     return statistics.median(seconds)
 
 
+def _time_interleaved(impls, batch_size, dim, samples_per_class, repeats) -> dict:
+    """Median seconds of each implementation, timed round-robin at one batch size.
+
+    Round-robin rather than one implementation after the other: on a shared machine the load
+    changes over minutes, and a ratio to the floor is only meaningful from runs side by side.
+    """
+    labels, emb = _inputs(batch_size, dim, samples_per_class)
+    steps = {impl: _step(impl, batch_size, dim, samples_per_class) for impl in impls}
+    for step in steps.values():
+        step(labels, emb)[1][0].numpy()  # trace and warm up
+    seconds = {impl: [] for impl in impls}
+    for _ in range(repeats):
+        for impl, step in steps.items():
+            start = time.perf_counter()
+            step(labels, emb)[1][0].numpy()
+            seconds[impl].append(time.perf_counter() - start)
+    return {impl: statistics.median(values) for impl, values in seconds.items()}
+
+
 def _peak_rss_mb() -> float:
     """Peak RSS of this process in MB: VmHWM where Linux has it, else ru_maxrss.
 
@@ -232,15 +253,17 @@ def _memory(impl: str, batch_size: int, dim: int, samples_per_class: int) -> dic
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _measure(impl, batch_size, dim, samples_per_class, repeats, note="", memory=True):
+def _measure(impl, batch_size, dim, samples_per_class, repeats, note="", memory=True, seconds=None):
     if memory:
         memory = _memory(impl, batch_size, dim, samples_per_class)
     else:
         memory = {"error": "memory not measured"}
+    if seconds is None:
+        seconds = _time(impl, batch_size, dim, samples_per_class, repeats)
     row = {
         "batch_size": batch_size,
         "impl": impl,
-        "seconds": _time(impl, batch_size, dim, samples_per_class, repeats),
+        "seconds": seconds,
         "peak_rss_mb": memory.get("peak_mb"),
         "delta_mb": None,
         "note": note or memory.get("error", ""),
@@ -302,7 +325,7 @@ def _tiled_at(rows, batch_size, anchor_size):
 def run(
     sizes=(256, 1024, 4096),
     dim: int = 128,
-    repeats: int = 3,
+    repeats: int = 5,
     samples_per_class: int = 4,
     tiled_limit_gb: float = 12.0,
     anchor_size: int = 512,
@@ -335,6 +358,11 @@ def run(
     rows = []
     skipped_any = False
     for batch_size in sizes:
+        # Ours, the floors and the TF Similarity peers side by side (the tiled formulation,
+        # up to 100x slower, alone).
+        side_by_side = _time_interleaved(
+            ("ours", "floor", *loss_impls), batch_size, dim, samples_per_class, repeats
+        )
         for impl in IMPLS:
             if impl == "tiled" and tiled_bytes(batch_size) > tiled_limit_gb * _GB:
                 skipped_any = True
@@ -351,7 +379,27 @@ def run(
                 )
                 continue
             rows.append(
-                _measure(impl, batch_size, dim, samples_per_class, repeats, memory=measure_memory)
+                _measure(
+                    impl,
+                    batch_size,
+                    dim,
+                    samples_per_class,
+                    repeats,
+                    memory=measure_memory,
+                    seconds=side_by_side.get(impl),
+                )
+            )
+        for impl in loss_impls:
+            rows.append(
+                _measure(
+                    impl,
+                    batch_size,
+                    dim,
+                    samples_per_class,
+                    repeats,
+                    memory=measure_memory,
+                    seconds=side_by_side[impl],
+                )
             )
     if (
         skipped_any
@@ -369,12 +417,6 @@ def run(
                 memory=measure_memory,
             )
         )
-
-    for batch_size in sizes:
-        for impl in loss_impls:
-            rows.append(
-                _measure(impl, batch_size, dim, samples_per_class, repeats, memory=measure_memory)
-            )
 
     result = {
         "rows": rows,
