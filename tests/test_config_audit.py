@@ -66,6 +66,7 @@ def test_cross_replica_mining_flag_mines_over_the_global_batch(tmp_path, two_cpu
 # does not meet it, so a field that is ignored fails its row whatever else its run changed.
 
 BASE = dict(epochs=2, steps_per_epoch=2, calibration_pairs=40, test_pairs=40)
+ONE_STEP = dict(epochs=1, steps_per_epoch=1)
 DUMMY_ZIPS = pathlib.Path(__file__).resolve().parents[1] / "datasets/omniglot_local/dummy_data"
 RUNS = {
     "base": {},
@@ -108,13 +109,19 @@ RUNS = {
     ),
     "npz": dict(dataset="npz:{tmp}/tiny.npz", image_size=16, encoder="conv4"),
     "stopping": dict(epochs=3, early_stopping_patience=1, early_stopping_metric="val_eer"),
-    "ms": dict(
-        loss="multi_similarity", ms_alpha=3.0, ms_beta=40.0, ms_base=0.6, cross_batch_memory=64
+    # The loss families' hyperparameters, one run per family (one step is enough: the checks
+    # read the loss the run compiled).
+    "multi_similarity": dict(
+        loss="multi_similarity", ms_alpha=3.0, ms_beta=40.0, ms_base=0.3, **ONE_STEP
     ),
-    "circle": dict(loss="circle", circle_m=0.3, circle_gamma=60.0),
-    "supcon": dict(loss="supcon", supcon_temperature=0.2),
+    "circle": dict(loss="circle", circle_m=0.3, circle_gamma=32.0, **ONE_STEP),
+    "supcon": dict(loss="supcon", supcon_temperature=0.2, cross_batch_memory=64, **ONE_STEP),
     "arcface": dict(
-        loss="arcface", arcface_margin=0.3, arcface_scale=30.0, arcface_variant="cosface"
+        loss="arcface",
+        arcface_margin=0.3,
+        arcface_scale=16.0,
+        arcface_variant="cosface",
+        **ONE_STEP,
     ),
     # Omniglot's dummy zips hold 7 images: TFDS builds them from manual_dir into data_dir, then
     # the recipe refuses so little data (InputError); the build is what these rows check.
@@ -166,9 +173,9 @@ def _train(name, tmp):
         run.data = original["prepare"](config)
         return run.data
 
-    def build(config, image_shape, **kwargs):
+    def build(config, image_shape, *args, **kwargs):
         run.policy_at_build = keras.mixed_precision.global_policy().name
-        run.model = original["build"](config, image_shape, **kwargs)
+        run.model = original["build"](config, image_shape, *args, **kwargs)
         return run.model
 
     def dataset(*args, **kwargs):
@@ -307,32 +314,34 @@ CHECKS = {
         lambda r: any(k.startswith("val_oneshot_") for k in r.metrics[0]),
     ),
     "early_stopping_patience": ("stopping", lambda r: "early_stopping" in r.report),
-    "ms_alpha": ("ms", lambda r: getattr(r.model.loss, "alpha", None) == 3.0),
-    "ms_beta": ("ms", lambda r: getattr(r.model.loss, "beta", None) == 40.0),
-    "ms_base": ("ms", lambda r: getattr(r.model.loss, "base", None) == 0.6),
-    "cross_batch_memory": (
-        "ms",
-        lambda r: r.model.memory is not None and r.model.cross_batch_memory == 64,
-    ),
-    "circle_m": ("circle", lambda r: getattr(r.model.loss, "m", None) == 0.3),
-    "circle_gamma": ("circle", lambda r: getattr(r.model.loss, "gamma", None) == 60.0),
-    "supcon_temperature": (
-        "supcon",
-        lambda r: getattr(r.model.loss, "temperature", None) == 0.2,
-    ),
-    "arcface_margin": ("arcface", lambda r: getattr(r.model.loss, "margin", None) == 0.3),
-    "arcface_scale": ("arcface", lambda r: getattr(r.model.loss, "scale", None) == 30.0),
-    "arcface_variant": (
-        "arcface",
-        lambda r: (
-            getattr(r.model.loss, "variant", None) == "cosface" and r.model.proxies is not None
-        ),
-    ),
     "early_stopping_metric": (
         "stopping",
         lambda r: r.report.get("early_stopping", {}).get("metric") == "val_eer",
     ),
 }
+
+
+def _loss_has(name, value):
+    return lambda r: getattr(r.model.loss, name, None) == value
+
+
+CHECKS.update(
+    {
+        "ms_alpha": ("multi_similarity", _loss_has("alpha", 3.0)),
+        "ms_beta": ("multi_similarity", _loss_has("beta", 40.0)),
+        "ms_base": ("multi_similarity", _loss_has("base", 0.3)),
+        "circle_m": ("circle", _loss_has("m", 0.3)),
+        "circle_gamma": ("circle", _loss_has("gamma", 32.0)),
+        "supcon_temperature": ("supcon", _loss_has("temperature", 0.2)),
+        "cross_batch_memory": (
+            "supcon",
+            lambda r: r.model.cross_batch_memory == 64 and r.model.memory.size == 64,
+        ),
+        "arcface_margin": ("arcface", _loss_has("margin", 0.3)),
+        "arcface_scale": ("arcface", _loss_has("scale", 16.0)),
+        "arcface_variant": ("arcface", _loss_has("variant", "cosface")),
+    }
+)
 
 
 def test_the_audit_covers_every_config_field():
