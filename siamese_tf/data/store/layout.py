@@ -131,6 +131,9 @@ def read_index(path: str, meta: dict) -> dict:
         index = {name: arrays[name] for name in INDEX_ARRAYS + CLASS_ARRAYS}
         index[GROUPS_ARRAY] = arrays[GROUPS_ARRAY] if GROUPS_ARRAY in arrays.files else None
     n = int(meta["num_examples"])
-    if any(index[name].shape != (n,) for name in INDEX_ARRAYS):
+    groups = index[GROUPS_ARRAY]
+    if any(index[name].shape != (n,) for name in INDEX_ARRAYS) or (
+        groups is not None and groups.shape != (n,)
+    ):
         raise StoreError(f"{path}: {INDEX_FILE} does not hold {n} records; re-run launch.prepare")
     return index
