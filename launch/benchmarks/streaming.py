@@ -8,14 +8,15 @@ this machine, at two dataset sizes:
    `tf.data` map and written with `siamese_tf.data.write_store` (the path of
    `launch.prepare`, every image decoded once to check it). The large set is at least 2 GB on
    disk; the small one has 1/8 of its images.
-2. Each size is read in a fresh process: our pipeline (`pk_batches` on `prepared:DIR`, P×K =
-   64×4, rows drawn at random over the whole store, read by id, decoded in the parallel map)
-   and its peer: a plain `tf.data` pipeline reading the same store in record order, 256
-   records per batch, decoded by the same function with the same parallelism — what this
-   machine can decode at all. Each rate is the median of 5 interleaved windows of `batches`
-   batches, so both pipelines see the same machine load. `decode_limit_ratio` = ours ÷ plain,
-   on the large store.
-3. Peak RSS (VmHWM, reset after the imports) of our pipeline, run alone before the windows;
+2. Each size is read by our pipeline (`pk_batches` on `prepared:DIR`, P×K = 64×4, rows drawn
+   at random over the whole store, read by id, decoded in the parallel map) and by its peer: a
+   plain `tf.data` pipeline reading the same store in record order, 256 records per batch,
+   decoded by the same function with the same parallelism — what this machine can decode at
+   all. Each pipeline runs alone in its own fresh process (see `measure_pipeline` for why),
+   alternating ours, plain, ours, plain … for `rounds` rounds; each process reports the median
+   of 3 windows of `batches` batches after a warm-up window, and each pipeline's figure is the
+   median over its rounds. `decode_limit_ratio` = ours ÷ plain, on the large store.
+3. Peak RSS (VmHWM, reset after the imports) of our pipeline's processes (the highest);
    `rss_growth_ratio` = large ÷ small: memory must not grow with the dataset.
 
 4. The store format against ArrayRecord (the format TFDS writes for random access): the small
@@ -112,25 +113,16 @@ def _window_rate(iterator, batches: int) -> float:
     return images / (time.perf_counter() - start)
 
 
-def measure_store(path: str, batches: int, repeats: int = 5) -> dict:
-    """Runs in a fresh process: our P×K pipeline's peak RSS, then both pipelines' rates.
-
-    Our pipeline runs alone first (its peak RSS is read then); the two rates are then the
-    medians of `repeats` interleaved windows of `batches` batches each, so both see the same
-    machine load.
-    """
+def _pipeline(source, name: str):
+    """Our P×K pipeline, or the plain in-order read of the same store with the same decode."""
     import tensorflow as tf
 
-    from siamese_tf.data import load_source, pk_batches
+    from siamese_tf.data import pk_batches
 
-    _reset_peak_rss()
-    baseline = _peak_rss_mb()
-    source = load_source(f"prepared:{path}")
-    ours = iter(pk_batches(source, classes_per_batch=P, samples_per_class=K, seed=0))
-    _window_rate(ours, batches)
-    peak = _peak_rss_mb()
+    if name == "ours":
+        return pk_batches(source, classes_per_batch=P, samples_per_class=K, seed=0)
     gather, decode = source.gather_fn(), source.map_fn
-    plain = iter(
+    return (
         tf.data.Dataset.range(len(source))
         .batch(P * K)
         .map(
@@ -141,25 +133,36 @@ def measure_store(path: str, batches: int, repeats: int = 5) -> dict:
         .prefetch(tf.data.AUTOTUNE)
         .repeat()
     )
-    _window_rate(plain, 5)
-    rates = {"ours": [], "plain": []}
-    for _ in range(repeats):
-        rates["ours"].append(_window_rate(ours, batches))
-        rates["plain"].append(_window_rate(plain, batches))
+
+
+def measure_pipeline(path: str, name: str, batches: int, repeats: int = 3) -> dict:
+    """Runs in a fresh process, holding one pipeline only: its rate and peak RSS.
+
+    One pipeline per process, because a second one in the same process keeps prefetching and
+    decoding (AUTOTUNE) while the first is timed: it steals the cores, then serves its own
+    next window from full buffers (a first version of this suite measured 25k images/s on 2
+    cores that way). The rate is the median of `repeats` windows of `batches` batches, after
+    one warm-up window, during which the peak RSS is read.
+    """
+    from siamese_tf.data import load_source
+
+    _reset_peak_rss()
+    baseline = _peak_rss_mb()
+    iterator = iter(_pipeline(load_source(f"prepared:{path}"), name))
+    _window_rate(iterator, batches)
+    peak = _peak_rss_mb()
+    rates = [_window_rate(iterator, batches) for _ in range(repeats)]
     return {
-        "images_per_second": round(statistics.median(rates["ours"]), 1),
-        "plain_images_per_second": round(statistics.median(rates["plain"]), 1),
-        "images_per_second_range": [round(min(rates["ours"])), round(max(rates["ours"]))],
-        "plain_images_per_second_range": [round(min(rates["plain"])), round(max(rates["plain"]))],
+        "images_per_second": round(statistics.median(rates), 1),
         "peak_rss_mb": round(peak, 1),
         "rss_after_imports_mb": round(baseline, 1),
     }
 
 
-def _in_subprocess(path: str, batches: int) -> dict:
+def _in_subprocess(path: str, name: str, batches: int) -> dict:
     code = (
         "import json; from launch.benchmarks import streaming; "
-        f"print('RESULT ' + json.dumps(streaming.measure_store({path!r}, {batches})))"
+        f"print('RESULT ' + json.dumps(streaming.measure_pipeline({path!r}, {name!r}, {batches})))"
     )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     out = subprocess.run(
@@ -169,6 +172,28 @@ def _in_subprocess(path: str, batches: int) -> dict:
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
     raise RuntimeError(f"measurement failed: {out.stderr[-2000:]}")
+
+
+def measure_store(path: str, batches: int, rounds: int) -> dict:
+    """Alternates fresh processes (ours, plain, ours, plain, …) for `rounds` rounds.
+
+    Alternating spreads any drift in machine load over both pipelines; each figure is the
+    median over its rounds, and the peak RSS is the highest our pipeline reached.
+    """
+    runs = {"ours": [], "plain": []}
+    for _ in range(rounds):
+        for name in runs:
+            runs[name].append(_in_subprocess(path, name, batches))
+    ours = [r["images_per_second"] for r in runs["ours"]]
+    plain = [r["images_per_second"] for r in runs["plain"]]
+    return {
+        "images_per_second": round(statistics.median(ours), 1),
+        "plain_images_per_second": round(statistics.median(plain), 1),
+        "images_per_second_runs": [round(r) for r in ours],
+        "plain_images_per_second_runs": [round(r) for r in plain],
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs["ours"]),
+        "rss_after_imports_mb": runs["ours"][0]["rss_after_imports_mb"],
+    }
 
 
 def compare_arrayrecord(path: str, folder: str, batches: int = 200) -> dict:
@@ -206,7 +231,7 @@ def _store_mb(meta: dict) -> float:
     return sum(s["bytes"] for s in meta["shards"]) / (1 << 20)
 
 
-def run(sizes=None, batches: int = 20) -> dict:
+def run(sizes=None, batches: int = 20, rounds: int = 3) -> dict:
     """Writes both stores, measures each in a fresh process, returns the figures."""
     if sizes:
         small, large = (int(s) for s in sizes)
@@ -224,7 +249,7 @@ def run(sizes=None, batches: int = 20) -> dict:
             result[f"prepare_seconds_{name}"] = round(time.perf_counter() - start, 1)
             result[f"images_{name}"] = count
             result[f"dataset_mb_{name}"] = round(_store_mb(meta), 1)
-            measured = _in_subprocess(os.path.join(tmp, name), batches)
+            measured = measure_store(os.path.join(tmp, name), batches, rounds)
             result[f"peak_rss_mb_{name}"] = measured["peak_rss_mb"]
             result[f"measured_{name}"] = measured
             if name == "small":
