@@ -14,9 +14,9 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from siamese_tf import evaluation as eval_metrics
-from siamese_tf.data.episodes import episode_rows, source_episodes
 from siamese_tf.data.source import Source
 from siamese_tf.errors import InputError
+from siamese_tf.evaluation.episodes import episode_rows, source_episodes
 from siamese_tf.evaluation.oneshot import n_way_k_shot_accuracy
 from siamese_tf.inference import embed, pair_set_distances
 

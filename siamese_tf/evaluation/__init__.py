@@ -6,6 +6,9 @@
 - `retrieval`: 1-NN, recall@k, precision@k and MAP@R.
 - `oneshot`: N-way k-shot episodes and their accuracy.
 - `clustering`: k-means scored by NMI and AMI.
+- `episodes`: `oneshot` episodes over a `siamese_tf.data.Source` and the rows they embed. It
+  imports `siamese_tf.data` (and so TensorFlow), so it is imported by its module path
+  (`from siamese_tf.evaluation.episodes import source_episodes`), not re-exported here.
 """
 
 from siamese_tf.evaluation.bootstrap import BOOTSTRAP_STATISTICS, bootstrap_ci
