@@ -26,7 +26,8 @@ those counts its loss is linear in the distances, so it needs no B³ tensor eith
 Everything works on *rows for a set of anchors*: `pdist` is [A, B] (the A anchors a replica owns,
 scored against the whole, possibly all-gathered, batch of B) and `anchor_indices` [A] says which
 batch row each anchor is (to exclude it from its own positives). By default A = B and the rows
-are the whole batch.
+are the whole batch. The losses build the masks once per batch (`negative_mask`, `positive_slots`)
+and mine on them (`masked_semihard_negative_distances`, `masked_row_argmin`, `margin_counts`).
 
 Runs wherever it is called (per replica inside a train step); statistics carry no gradient.
 """
