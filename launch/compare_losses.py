@@ -26,9 +26,8 @@ import sys
 
 from absl import flags
 
-from launch import common
+from launch import WORKSPACE, common
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_LOSSES = ["triplet_semihard", "multi_similarity", "circle", "supcon", "arcface"]
 EVAL_DEFAULTS = {"omniglot": "tfds:omniglot_local:evaluation"}
 
@@ -52,7 +51,12 @@ FLAGS = flags.FLAGS
 def _run(args, env, log_path):
     with open(log_path, "a", encoding="utf-8") as log:
         done = subprocess.run(
-            [sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=log, stderr=log, check=False
+            [sys.executable, "-m", *args],
+            cwd=WORKSPACE,
+            env=env,
+            stdout=log,
+            stderr=log,
+            check=False,
         )
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args[:1])} exited {done.returncode}; see {log_path}")
@@ -69,7 +73,7 @@ def _one_loss(loss, out, eval_dataset, single_thread):
     train = [
         "launch.train",
         f"--workdir={workdir}",
-        f"--flagfile={os.path.join(ROOT, 'launch', 'configs', FLAGS.recipe + '.flags')}",
+        f"--flagfile={WORKSPACE / 'launch' / 'configs' / (FLAGS.recipe + '.flags')}",
         f"--loss={loss}",
         f"--seed={FLAGS.seed}",
         *([f"--max_steps={FLAGS.max_steps}"] if FLAGS.max_steps else []),
@@ -146,7 +150,7 @@ def main(argv):
         common.fail(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS.out:
         common.fail("--out is required: the folder of the runs")
-    flagfile = os.path.join(ROOT, "launch", "configs", FLAGS.recipe + ".flags")
+    flagfile = WORKSPACE / "launch" / "configs" / (FLAGS.recipe + ".flags")
     if not os.path.exists(flagfile):
         common.fail(f"--recipe={FLAGS.recipe}: no {flagfile}")
     if FLAGS.parallel < 1:

@@ -13,10 +13,10 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from siamese_tf.data.episodes import episode_rows, source_episodes
+from siamese_tf import evaluation as eval_metrics
 from siamese_tf.data.source import Source
 from siamese_tf.errors import InputError
-from siamese_tf.evaluation import metrics as eval_metrics
+from siamese_tf.evaluation.episodes import episode_rows, source_episodes
 from siamese_tf.evaluation.oneshot import n_way_k_shot_accuracy
 from siamese_tf.inference import embed, pair_set_distances
 
@@ -71,7 +71,7 @@ class ThresholdCalibration(keras.callbacks.Callback):
     """Derives the operating threshold from a ROC curve on calibration pairs, every epoch.
 
     At the end of an epoch it embeds a fixed set of calibration pairs (never the test split),
-    computes `siamese_tf.evaluation.metrics.calibrate` (ROC AUC, EER and its threshold, the
+    computes `siamese_tf.evaluation.calibrate` (ROC AUC, EER and its threshold, the
     maximum-accuracy threshold, the TAR at FAR targets and the threshold of `rule`), writes it
     into `logs` under `prefix` (so History, CSVLogger, TensorBoard and EarlyStopping placed
     after it see them) and assigns the threshold chosen by `rule` to `model.threshold`, so it is

@@ -120,7 +120,7 @@ def evaluate_verification(
 
     Draws a balanced pair set from `labels` (`siamese_tf.data.fixed_pairs`), scores it with
     the model's distance and reports it at the model's calibrated threshold
-    (`siamese_tf.evaluation.metrics.verification_report`). Runs on host.
+    (`siamese_tf.evaluation.verification_report`). Runs on host.
 
     Args:
       model: a `SiameseModel` (calibrated, e.g. by `ThresholdCalibration`, unless `threshold`
@@ -142,7 +142,7 @@ def evaluate_verification(
     """
     from siamese_tf.data import fixed_pairs
     from siamese_tf.errors import InputError
-    from siamese_tf.evaluation.metrics import verification_report
+    from siamese_tf.evaluation.reports import verification_report
 
     if threshold is None:
         threshold = float(np.asarray(model.threshold))

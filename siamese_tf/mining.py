@@ -26,7 +26,8 @@ those counts its loss is linear in the distances, so it needs no B³ tensor eith
 Everything works on *rows for a set of anchors*: `pdist` is [A, B] (the A anchors a replica owns,
 scored against the whole, possibly all-gathered, batch of B) and `anchor_indices` [A] says which
 batch row each anchor is (to exclude it from its own positives). By default A = B and the rows
-are the whole batch.
+are the whole batch. The losses build the masks once per batch (`negative_mask`, `positive_slots`)
+and mine on them (`masked_semihard_negative_distances`, `masked_row_argmin`, `margin_counts`).
 
 Runs wherever it is called (per replica inside a train step); statistics carry no gradient.
 """
@@ -158,15 +159,22 @@ def _arg_extreme(values, largest=False):
     )
 
 
-def _row_argmin(values, mask, largest=False):
-    """Column of the masked row minimum (maximum); an arbitrary column when the mask is empty."""
+def masked_row_argmin(values, mask, largest=False):
+    """Column of each row's minimum (or maximum) over the entries a mask allows, no gradient.
+
+    Args:
+      values: [A, B] float tensor, e.g. the distances of A anchors to a batch of B.
+      mask: bool [A, B]; only entries where it is True are candidates.
+      largest: pick the masked row maximum instead of the minimum.
+
+    Returns:
+      int32 [A, 1] columns; an arbitrary column for a row whose mask is empty.
+    """
     fill = tf.constant(float("-inf") if largest else float("inf"), values.dtype)
     masked = tf.where(mask, tf.stop_gradient(values), fill)
     return _arg_extreme(masked, largest)[:, None]
 
 
-# Up to this many queries per anchor, a masked arg-min per query (O(B²·K), a few cheap passes
-# each) beats bucketing (O(B² log K), but a B² searchsorted and a 64-bit segment minimum).
 def _transpose_int(x):
     """The transpose of an integer matrix [Q, A] -> [A, Q], as a gather.
 
@@ -179,6 +187,8 @@ def _transpose_int(x):
     return tf.gather(tf.reshape(x, [-1]), flat)
 
 
+# Up to this many queries per anchor, a masked arg-min per query (O(B²·K), a few cheap passes
+# each) beats bucketing (O(B² log K), but a B² searchsorted and a 64-bit segment minimum).
 # Measured (CPU time, 2-core CPU, B = 4096): the loop costs ~0.06 s per query, the buckets
 # 0.7-1.0 s for 3 to 31 queries; they cross near 14 queries.
 LOOP_QUERIES_MAX = 12
@@ -232,8 +242,21 @@ def _closest_farther_by_buckets(plain, negative, keys, sorted_keys):
     return columns, chosen < num_buckets
 
 
-def _semihard(pdist, negative, queries, valid=None, loop_queries_max=None):
-    """Core of `semihard_negative_distances` on prepared masks; see there."""
+def masked_semihard_negative_distances(pdist, negative, queries, valid=None, loop_queries_max=None):
+    """`semihard_negative_distances` (the same selection) for a negative mask already built.
+
+    Args:
+      pdist: [A, B] float distances of the anchors to the whole batch.
+      negative: bool [A, B] negative mask (`negative_mask`).
+      queries: [A, Q] query distances, normally `d(a, p)` of each anchor's positive slots.
+      valid: optional bool [A, Q]; the results of invalid slots are meaningless (mask them).
+      loop_queries_max: one masked arg-min per query up to this many queries, else sorted
+        buckets (default `LOOP_QUERIES_MAX`); both select the same negatives.
+
+    Returns:
+      [A, Q] distances of the selected negatives, gathered from `pdist` (the gradient flows
+      to exactly the selected entries).
+    """
     if loop_queries_max is None:
         loop_queries_max = LOOP_QUERIES_MAX
     keys, sorted_keys = _sorted_keys(queries, valid)
@@ -248,11 +271,11 @@ def _semihard(pdist, negative, queries, valid=None, loop_queries_max=None):
     # No negative farther than the query: the farthest negative (TFA's "negatives_inside");
     # no negative at all: the row minimum, as TFA's masked maximum of an empty mask gives.
     has_negative = tf.reduce_any(negative, axis=1, keepdims=True)
-    farthest = _row_argmin(plain, negative, largest=True)
+    farthest = masked_row_argmin(plain, negative, largest=True)
     fallback = tf.cond(  # the row minimum is only needed in a single-class batch
         tf.reduce_all(has_negative),
         lambda: farthest,
-        lambda: tf.where(has_negative, farthest, _row_argmin(plain, tf.ones_like(negative))),
+        lambda: tf.where(has_negative, farthest, masked_row_argmin(plain, tf.ones_like(negative))),
     )
     return gather_rows(pdist, tf.where(found, outside, fallback))
 
@@ -277,7 +300,9 @@ def semihard_negative_distances(pdist, labels, queries=None, anchor_indices=None
     """
     pdist = tf.convert_to_tensor(pdist)
     negative = negative_mask(labels, anchor_indices)
-    return _semihard(pdist, negative, pdist if queries is None else queries)
+    return masked_semihard_negative_distances(
+        pdist, negative, pdist if queries is None else queries
+    )
 
 
 def _margin_counts_by_loop(plain, negative, keys):
@@ -322,13 +347,14 @@ def _margin_counts_by_buckets(plain, negative, keys):
     return active, counts
 
 
-def _margin_counts(plain, negative, keys, loop_queries_max=None):
+def margin_counts(distances, negative, keys, loop_queries_max=None):
     """Active-triplet counts of batch-all mining.
 
     Triplet (a, p, n) is active when `d(a, n) < d(a, p) + margin`, i.e. `d(a, n) < key`.
+    Given these counts the batch-all loss is linear in the distances, so it needs no B³ tensor.
 
     Args:
-      plain: [A, B] distances (no gradient).
+      distances: [A, B] distances of the anchors to the batch (no gradient: stop it first).
       negative: bool [A, B] negative mask.
       keys: [A, Q] `d(a, p) + margin` per positive slot, +inf for invalid slots (no gradient).
       loop_queries_max: use the per-query loop up to this many queries (default
@@ -343,8 +369,8 @@ def _margin_counts(plain, negative, keys, loop_queries_max=None):
         loop_queries_max = LOOP_QUERIES_MAX
     return tf.cond(
         tf.shape(keys)[1] <= loop_queries_max,
-        lambda: _margin_counts_by_loop(plain, negative, keys),
-        lambda: _margin_counts_by_buckets(plain, negative, keys),
+        lambda: _margin_counts_by_loop(distances, negative, keys),
+        lambda: _margin_counts_by_buckets(distances, negative, keys),
     )
 
 
@@ -371,7 +397,7 @@ def batch_statistics_terms(labels, pdist, margin=1.0, anchor_indices=None):
     negative = negative_mask(labels, anchor_indices)
     columns, valid = positive_slots(labels, anchor_indices)
     positive_d = gather_rows(pdist, columns)
-    active, _ = _margin_counts(pdist, negative, margin_keys(positive_d, valid, float(margin)))
+    active, _ = margin_counts(pdist, negative, margin_keys(positive_d, valid, float(margin)))
     num_valid = tf.reduce_sum(tf.cast(valid, tf.float32), axis=1)
     num_negative = tf.reduce_sum(tf.cast(negative, tf.float32), axis=1)
     return {

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from siamese_tf.evaluation import metrics as eval_metrics
+from siamese_tf import evaluation as eval_metrics
 
 # Above this many classes a legend is unreadable; the map then shows a colour bar of class ids.
 _MAX_LEGEND_CLASSES = 20
@@ -81,7 +81,7 @@ def roc_figure(distances, same, threshold: float | None = None, title: str = "RO
 
     Raises:
       ImportError: matplotlib is not installed.
-      ValueError: see `siamese_tf.evaluation.metrics.roc_curve`.
+      ValueError: see `siamese_tf.evaluation.roc_curve`.
     """
     curve = eval_metrics.roc_curve(distances, same)
     auc = eval_metrics.roc_auc(distances, same)
@@ -123,7 +123,7 @@ def distance_histogram_figure(
 
     Raises:
       ImportError: matplotlib is not installed.
-      ValueError: see `siamese_tf.evaluation.metrics.distance_statistics`.
+      ValueError: see `siamese_tf.evaluation.distance_statistics`.
     """
     stats = eval_metrics.distance_statistics(distances, same)
     d = np.asarray(distances, np.float64).reshape(-1)

@@ -11,11 +11,11 @@ import tensorflow as tf
 from tensorflow.python.summary.summary_iterator import summary_iterator
 
 from siamese_tf import callbacks as callbacks_lib
+from siamese_tf import evaluation as eval_metrics
 from siamese_tf import plots
 from siamese_tf.callbacks import ThresholdCalibration
 from siamese_tf.data import fixed_pairs
 from siamese_tf.errors import InputError
-from siamese_tf.evaluation import metrics as eval_metrics
 
 
 class PointModel(keras.Model):

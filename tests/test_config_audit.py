@@ -198,6 +198,8 @@ def _train(name, tmp):
         run.determinism_calls += 1
 
     with pytest.MonkeyPatch.context() as mp:
+        # Local TFDS builders are found by the setting, whatever pytest's working directory.
+        mp.setenv("SIAMESE_TF_DATASETS", str(DUMMY_ZIPS.parents[1]))
         mp.setattr(metric_learning, "prepare_data", prepare)
         mp.setattr(metric_learning, "build_model", build)
         mp.setattr(metric_learning, "make_train_dataset", dataset)

@@ -1,4 +1,4 @@
-"""Tests of siamese_tf.evaluation.metrics: hand-worked examples and scikit-learn cross-checks."""
+"""Verification metrics (`siamese_tf.evaluation` roc, reports, bootstrap): by hand, vs sklearn."""
 
 import math
 import pathlib
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk_metrics
 
+from siamese_tf import evaluation as m
 from siamese_tf.errors import InputError
-from siamese_tf.evaluation import metrics as m
+from siamese_tf.evaluation import bootstrap
 
 # Hand example A: positives 0.1, 0.2, 0.5; negatives 0.4, 0.8, 0.9 (sorted: p p n p n n).
 D_A = np.array([0.1, 0.2, 0.5, 0.4, 0.8, 0.9])
@@ -291,23 +292,23 @@ def test_bootstrap_replicates_match_direct_computation():
     s = s.astype(bool)
     pos, neg = d[s], d[~s]
     rng = np.random.default_rng(11)
-    vectorised = m._bootstrap_auc(pos, neg, 5, rng)
+    vectorised = bootstrap._bootstrap_auc(pos, neg, 5, rng)
     rng = np.random.default_rng(11)
     neg_sorted = np.sort(neg)
-    all_neg = m._resample_counts(rng, neg.size, 5)
-    all_pos = m._resample_counts(rng, pos.size, 5)
+    all_neg = bootstrap._resample_counts(rng, neg.size, 5)
+    all_pos = bootstrap._resample_counts(rng, pos.size, 5)
     for value, w_pos, w_neg in zip(vectorised, all_pos, all_neg, strict=True):
         rd = np.r_[np.repeat(pos, w_pos), np.repeat(neg_sorted, w_neg)]
         rs = np.r_[np.ones(pos.size), np.zeros(neg.size)]
         assert value == pytest.approx(m.roc_auc(rd, rs))
 
     rng = np.random.default_rng(12)
-    vectorised = m._bootstrap_eer(d, s, 5, rng)
+    vectorised = bootstrap._bootstrap_eer(d, s, 5, rng)
     rng = np.random.default_rng(12)
     order = np.argsort(d, kind="stable")
     pos_sorted, neg_sorted = d[order][s[order]], d[order][~s[order]]
-    all_pos = m._resample_counts(rng, pos.size, 5)
-    all_neg = m._resample_counts(rng, neg.size, 5)
+    all_pos = bootstrap._resample_counts(rng, pos.size, 5)
+    all_neg = bootstrap._resample_counts(rng, neg.size, 5)
     for value, w_pos, w_neg in zip(vectorised, all_pos, all_neg, strict=True):
         rd = np.r_[np.repeat(pos_sorted, w_pos), np.repeat(neg_sorted, w_neg)]
         rs = np.r_[np.ones(pos.size), np.zeros(neg.size)]
@@ -356,7 +357,8 @@ def test_evaluation_modules_do_not_import_tensorflow():
         "import sys, types\n"
         f"root = types.ModuleType('siamese_tf'); root.__path__ = [{str(folder.parent)!r}]\n"
         "sys.modules['siamese_tf'] = root\n"
-        "import siamese_tf.evaluation.metrics, siamese_tf.evaluation.retrieval\n"
+        "import siamese_tf.evaluation.roc, siamese_tf.evaluation.reports\n"
+        "import siamese_tf.evaluation.bootstrap, siamese_tf.evaluation.retrieval\n"
         "import siamese_tf.evaluation.oneshot\n"
         "import siamese_tf.evaluation.clustering\n"
         "sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)\n"

@@ -135,6 +135,12 @@ def test_ten_class_folder_split_by_class_first_time(tmp_path):
         ),
         ("train", ["--flagfile=missing.flags"], None, "cannot read --flagfile=missing.flags"),
         ("train", ["--workdirr=x"], None, "unknown flag --workdirr"),
+        (
+            "train",
+            ["--workdir=WORKDIR", "--dataset=tfds:no_such_builder_xyz"],
+            None,
+            "set SIAMESE_TF_DATASETS to the folder that holds no_such_builder_xyz/",
+        ),
         ("multiworker", ["--workdir=x"], None, "training flags go after `--`"),
         ("evaluate", ["--ways=1"], None, "--ways must be >= 2"),
         ("evaluate", ["--workdir=WORKDIR"], None, "no training step was saved there"),

@@ -77,11 +77,24 @@ def test_every_recipe_flagfile_parses_into_a_valid_config(flagfile):
 DATA_LAYERS = (
     ("images", "class_index"),
     ("source",),
-    ("stream", "sampling", "splits", "pair_sets", "augment", "class_augment", "episodes"),
+    ("stream", "sampling", "splits", "pair_sets", "augment", "class_augment"),
     ("store",),
     ("tfds_local", "one_shot_runs"),
     ("sources",),
 )
+
+
+def _imported_modules(path: pathlib.Path) -> list[str]:
+    """Every module a file imports (`from a import b` gives both "a" and "a.b")."""
+    import ast
+
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+    return names
 
 
 def _data_unit(module: str) -> str | None:
@@ -91,8 +104,6 @@ def _data_unit(module: str) -> str | None:
 
 
 def test_data_imports_flow_one_way():
-    import ast
-
     rank = {unit: level for level, units in enumerate(DATA_LAYERS) for unit in units}
     data = ROOT / "siamese_tf" / "data"
     for path in data.rglob("*.py"):
@@ -101,14 +112,19 @@ def test_data_imports_flow_one_way():
         module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
         unit = _data_unit(module)
         assert unit in rank, f"{path} is in no layer of DATA_LAYERS"
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            else:
-                continue
-            for name in names:
-                other = _data_unit(name)
-                if other in rank and other != unit:
-                    assert rank[other] <= rank[unit], f"{module} imports {name} (a higher layer)"
+        for name in _imported_modules(path):
+            other = _data_unit(name)
+            if other in rank and other != unit:
+                assert rank[other] <= rank[unit], f"{module} imports {name} (a higher layer)"
+
+
+def test_evaluation_builds_on_data_never_the_reverse():
+    # Evaluation may read data (episodes of a Source); data never imports evaluation.
+    for path in (ROOT / "siamese_tf" / "data").rglob("*.py"):
+        for name in _imported_modules(path):
+            assert not name.startswith("siamese_tf.evaluation"), f"{path} imports {name}"
+    # Within evaluation only `episodes` touches data (the rest stays numpy + scikit-learn).
+    for path in (ROOT / "siamese_tf" / "evaluation").glob("*.py"):
+        if path.name != "episodes.py":
+            for name in _imported_modules(path):
+                assert not name.startswith("siamese_tf.data"), f"{path} imports {name}"

@@ -256,6 +256,37 @@ def test_semihard_negative_distances_matrix(mining_path):
     np.testing.assert_allclose(ours, _brute_semihard_matrix(pdist.numpy(), labels), rtol=1e-6)
 
 
+def test_mask_level_mining_api_matches_brute_force(mining_path):
+    # The building blocks the triplet losses mine with, on masks they built once.
+    rng = np.random.default_rng(8)
+    labels = rng.integers(0, 4, 18)
+    pdist = pairwise_distances(_unit(rng, 18))
+    d = pdist.numpy()
+    negative = mining.negative_mask(labels)
+    columns, valid = mining.positive_slots(labels)
+    positive_d = mining.gather_rows(pdist, columns)
+    cols, ok = columns.numpy(), valid.numpy()
+    chosen = mining.masked_semihard_negative_distances(pdist, negative, positive_d, valid)
+    brute = np.take_along_axis(_brute_semihard_matrix(d, labels), cols, axis=1)
+    np.testing.assert_allclose(chosen.numpy()[ok], brute[ok], rtol=1e-6)
+
+    neg = labels[:, None] != labels[None, :]
+    rows = np.arange(len(labels))
+    nearest = mining.masked_row_argmin(pdist, negative).numpy()
+    farthest = mining.masked_row_argmin(pdist, negative, largest=True).numpy()
+    assert nearest.shape == (len(labels), 1)
+    np.testing.assert_array_equal(d[rows, nearest[:, 0]], np.where(neg, d, np.inf).min(axis=1))
+    np.testing.assert_array_equal(d[rows, farthest[:, 0]], np.where(neg, d, -np.inf).max(axis=1))
+
+    keys = mining.margin_keys(positive_d, valid, 0.3)
+    active, counts = mining.margin_counts(tf.stop_gradient(pdist), negative, keys)
+    positive_np = np.take_along_axis(d, cols, axis=1)
+    # hit[a, k, n]: triplet (a, k-th positive, n) is active.
+    hit = ok[:, :, None] & neg[:, None, :] & (d[:, None, :] < positive_np[:, :, None] + 0.3)
+    np.testing.assert_array_equal(active.numpy(), hit.sum(axis=1))
+    np.testing.assert_array_equal(counts.numpy()[ok], hit.sum(axis=2)[ok])
+
+
 # --- degenerate batches: defined value, zero gradient, never NaN -------------------------------
 
 

@@ -222,7 +222,7 @@ def test_cached_fixed_pairs_reuse_the_cache(tmp_path):
 
 
 def test_source_episodes_and_their_rows():
-    from siamese_tf.data import episode_rows, source_episodes
+    from siamese_tf.evaluation.episodes import episode_rows, source_episodes
 
     episodes = source_episodes(LABELS, n_way=3, k_shot=2, num_queries=1, num_episodes=4, seed=0)
     assert episodes.support.shape == (4, 3, 2) and episodes.query.shape == (4, 3)

@@ -6,9 +6,12 @@ which lives beside its builder and is otherwise outside pytest's `testpaths`.
 
 import importlib
 import importlib.util
+import os
 import pathlib
 import re
 import shutil
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -194,12 +197,16 @@ def test_search_paths(tmp_path, monkeypatch):
     (extra / "my_set" / "my_set_dataset_builder.py").write_text("")
     monkeypatch.setenv(tfds_local.ENV_VAR, str(extra))
     monkeypatch.chdir(tmp_path)
-    paths = tfds_local.default_search_paths()
-    assert paths[:2] == [extra, tmp_path / "datasets"]
-    assert DATASETS in paths  # the source checkout's folder, whatever the working directory
+    # The setting, then ./datasets; never the checkout the module happens to sit in.
+    assert tfds_local.default_search_paths() == [extra, tmp_path / "datasets"]
     assert tfds_local.find_builder_dir("my_set") == extra / "my_set"
+    assert tfds_local.find_builder_dir("omniglot_runs") is None
+    monkeypatch.setenv(tfds_local.ENV_VAR, os.pathsep.join([str(extra), str(DATASETS)]))
     assert tfds_local.find_builder_dir("omniglot_runs") == DATASETS / "omniglot_runs"
-    assert tfds_local.find_builder_dir("omniglot_runs", [extra]) is None
+    monkeypatch.delenv(tfds_local.ENV_VAR)
+    monkeypatch.chdir(DATASETS.parent)  # jobs run from the workspace root
+    assert tfds_local.default_search_paths() == [DATASETS]
+    assert tfds_local.find_builder_dir("omniglot_runs") == DATASETS / "omniglot_runs"
 
 
 @pytest.mark.parametrize("name", ["../omniglot_local", "omniglot local", "a/b/c", ""])
@@ -214,8 +221,48 @@ def test_names_without_a_folder_come_from_the_catalogue(tmp_path):
 
 
 def test_unknown_name_lists_the_folders_searched(tmp_path):
-    with pytest.raises(InputError, match=re.escape(str(tmp_path / "no_such_set_xyz"))):
+    with pytest.raises(InputError, match=re.escape(str(tmp_path / "no_such_set_xyz"))) as caught:
         tfds_local.load_local_builder("no_such_set_xyz", search_paths=[tmp_path])
+    message = str(caught.value)
+    assert "\n" not in message and f"set {tfds_local.ENV_VAR} to the folder" in message
+
+
+def _prepare_cli(cwd, *args, builders=None):
+    """`python -m launch.prepare` run from `cwd`, with `$SIAMESE_TF_DATASETS` = `builders`."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    env["PYTHONPATH"] = os.pathsep.join([str(DATASETS.parent), env.get("PYTHONPATH", "")])
+    env.pop(tfds_local.ENV_VAR, None)
+    if builders:
+        env[tfds_local.ENV_VAR] = str(builders)
+    return subprocess.run(
+        [sys.executable, "-m", "launch.prepare", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_cli_finds_builders_by_setting_not_by_checkout(tmp_path):
+    # Run from a folder without `datasets/`, as an installed package would be.
+    data = tmp_path / "tfds"
+    spec = ["--dataset=tfds:omniglot_local:background", f"--data_dir={data}"]
+    build = [*spec, f"--manual_dir={LOCAL_DUMMY}"]
+    result = _prepare_cli(tmp_path, *build, f"--out={tmp_path / 'a'}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "unknown dataset 'omniglot_local'" in errors[0]
+    assert f"set {tfds_local.ENV_VAR} to the folder that holds omniglot_local/" in errors[0]
+    assert "Traceback" not in result.stderr and not (tmp_path / "a").exists()
+
+    result = _prepare_cli(tmp_path, *build, f"--out={tmp_path / 'b'}", builders=DATASETS)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert '"examples": 7' in result.stdout
+    # Once prepared, TFDS reads the copy in --data_dir from its files: no builder code needed.
+    result = _prepare_cli(tmp_path, *spec, f"--out={tmp_path / 'c'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert '"examples": 7' in result.stdout
 
 
 # The builder folders' own tests (`tfds new` layout). tfds.testing needs `dill`.

@@ -21,8 +21,10 @@ class TrainConfig:
     Attributes:
       dataset: what to train on: `digits` (scikit-learn's bundled 8x8 digits), `mnist:DIR` (IDX
         files), `npz:PATH` (arrays `images`, `labels`), `folder:PATH` (one sub-folder per class),
-        `tfds:NAME[:SPLIT]`, `prepared:DIR` (a store from `launch.prepare`, local or gs://, read
-        by row id: never loaded into memory).
+        `tfds:NAME[:SPLIT]` (the builder folder `./datasets/NAME/`, or NAME/ in a folder listed
+        in `$SIAMESE_TF_DATASETS`; else a copy prepared in `data_dir`, or TFDS's catalogue),
+        `prepared:DIR` (a store from `launch.prepare`, local or gs://, read by row id: never
+        loaded into memory).
       manual_dir: where a TFDS builder finds the files you downloaded yourself.
       data_dir: where TFDS keeps prepared datasets.
       image_size: resize images to SxS pixels; 0 keeps the native size.

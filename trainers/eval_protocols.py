@@ -22,14 +22,15 @@ import os
 import numpy as np
 
 from siamese_tf import embedding_map
-from siamese_tf.data import fixed_pairs, source_episodes
+from siamese_tf import evaluation as eval_metrics
+from siamese_tf.data import fixed_pairs
 from siamese_tf.data.images import decode_encoded_images
 from siamese_tf.data.one_shot_runs import read_omniglot_runs
 from siamese_tf.errors import InputError
 from siamese_tf.evaluation import clustering as eval_clustering
-from siamese_tf.evaluation import metrics as eval_metrics
 from siamese_tf.evaluation import oneshot as eval_oneshot
 from siamese_tf.evaluation import retrieval as eval_retrieval
+from siamese_tf.evaluation.episodes import source_episodes
 from siamese_tf.inference import embed
 from trainers.finished_run import (
     SPLITS,

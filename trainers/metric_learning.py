@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from siamese_tf import evaluation as eval_metrics
 from siamese_tf.callbacks import (
     MetricsJsonl,
     OneShotValidation,
@@ -40,7 +41,6 @@ from siamese_tf.distribute import (
 )
 from siamese_tf.early_stopping import ResumableEarlyStopping
 from siamese_tf.errors import InputError
-from siamese_tf.evaluation import metrics as eval_metrics
 from siamese_tf.heads import ClassProxies, PairClassifierHead
 from siamese_tf.inference import embed, nearest_gallery_labels, pair_set_distances
 from siamese_tf.models import UNCALIBRATED, SiameseModel, build_encoder

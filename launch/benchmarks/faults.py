@@ -18,7 +18,8 @@ import sys
 import tempfile
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from launch import WORKSPACE
+
 FAULT_AFTER = 12
 ARGS = [
     "--deterministic",
@@ -48,7 +49,7 @@ def _one(name: str, target, sig, folder: pathlib.Path, timeout: float = 600) -> 
     with log.open("w") as out:
         proc = subprocess.Popen(
             [*cmd, f"--workdir={workdir}", *ARGS],
-            cwd=ROOT,
+            cwd=WORKSPACE,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -44,9 +44,9 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-_ROOT = Path(__file__).resolve().parents[2]
+from launch import WORKSPACE
+
 _GB = 1024**3
 IMPLS = ("ours", "tiled", "floor")
 # Pair-based and proxy losses: (implementation, the floor it is compared with).
@@ -66,7 +66,7 @@ LOSS_IMPLS = {
 def _tfa_reference():
     """tests/tfa_reference.py, loaded by path (it is not part of an installed package)."""
     spec = importlib.util.spec_from_file_location(
-        "tfa_reference", _ROOT / "tests" / "tfa_reference.py"
+        "tfa_reference", WORKSPACE / "tests" / "tfa_reference.py"
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -238,10 +238,10 @@ def _memory(impl: str, batch_size: int, dim: int, samples_per_class: int) -> dic
         f"_child({impl!r}, {batch_size}, {dim}, {samples_per_class})"
     )
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(WORKSPACE), env.get("PYTHONPATH")) if p)
     done = subprocess.run(
         [sys.executable, "-c", code],
-        cwd=_ROOT,
+        cwd=WORKSPACE,
         env=env,
         capture_output=True,
         text=True,

@@ -37,18 +37,19 @@ import time
 
 import numpy as np
 
+from launch import WORKSPACE
+
 DEFAULT_SIZE = 60_000
 IMAGE_SHAPE = (28, 28, 1)
 BATCH_IMAGES = 128
 MEMORY_VARIANTS = ("pk_batches", "prepared_store", "pydataset", "tutorial_pairs")
-_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def find_mnist() -> pathlib.Path | None:
     """The shared MNIST folder beside the checkout, or None."""
     for folder in (
         pathlib.Path.cwd().parent / "shared/data/mnist",
-        _ROOT.parent / "shared/data/mnist",
+        WORKSPACE.parent / "shared/data/mnist",
     ):
         if (folder / "train-images-idx3-ubyte.gz").is_file():
             return folder
@@ -305,7 +306,7 @@ def _memory_in_subprocess(variant, data_spec, n, store_dir) -> float:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(
         [sys.executable, "-c", code],
-        cwd=_ROOT,
+        cwd=WORKSPACE,
         env=env,
         capture_output=True,
         text=True,

@@ -1,4 +1,4 @@
-"""Data: sources, the prepared store, stateless samplers, splits and evaluation sets.
+"""Data: sources, the prepared store, stateless samplers, splits and fixed pair sets.
 
 Imports flow one way: `images`, `class_index` → `source` (what a dataset is) → `stream`
 (checked chunks) → `store` (the prepared store) → `sources` (one reader per format);
@@ -6,7 +6,6 @@ Imports flow one way: `images`, `class_index` → `source` (what a dataset is) �
 """
 
 from siamese_tf.data.class_index import ClassIndex
-from siamese_tf.data.episodes import episode_rows, source_episodes
 from siamese_tf.data.pair_sets import PairSet, cached_fixed_pairs, fixed_pairs
 from siamese_tf.data.sampling import (
     balanced_pairs,
@@ -28,7 +27,6 @@ __all__ = [
     "StoreError",
     "balanced_pairs",
     "cached_fixed_pairs",
-    "episode_rows",
     "fixed_pairs",
     "load_digits",
     "load_source",
@@ -37,7 +35,6 @@ __all__ = [
     "pair_indices",
     "pk_batches",
     "pk_indices",
-    "source_episodes",
     "split_indices",
     "step_seed",
     "write_store",

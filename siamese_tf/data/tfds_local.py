@@ -4,8 +4,13 @@ The workspace's top-level `datasets/` folder is deliberately not a Python packag
 shadow Hugging Face `datasets`), so its builders cannot be imported by name. This module finds
 `<dir>/<name>/<name>_dataset_builder.py` on a search path and imports it under the module name
 `tfds build` gives it (`<name>.<name>_dataset_builder`), which registers the builder with TFDS:
-afterwards `tfds.builder(name)` and `tfds.load(name)` find it too. Names without a local folder
-fall back to the TFDS catalogue.
+afterwards `tfds.builder(name)` and `tfds.load(name)` find it too.
+
+Where builder folders are found: the folders listed in `$SIAMESE_TF_DATASETS`, then
+`./datasets` — relative to the working directory, since jobs run from the workspace root; an
+installed package has no checkout to look into. Names without a local folder go to TFDS, which
+reads a copy already prepared in `data_dir` from its files alone (as `tfds.builder_from_directory`
+does: no builder code needed), else uses the builder of its catalogue.
 
 Runs on host, once per process; nothing here touches the network, and local builders read
 their files from `manual_dir`.
@@ -26,7 +31,7 @@ import tensorflow_datasets as tfds
 
 from siamese_tf.errors import InputError
 
-# Extra builder folders, `os.pathsep`-separated, searched before the workspace's `datasets/`.
+# Folders that hold builder folders, `os.pathsep`-separated, searched before `./datasets`.
 ENV_VAR = "SIAMESE_TF_DATASETS"
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -43,13 +48,12 @@ def default_search_paths() -> list[pathlib.Path]:
     """The folders searched for `<name>/` builder folders when none are given.
 
     Returns:
-      The entries of `$SIAMESE_TF_DATASETS` (in order), then `./datasets` (jobs run from the
-      workspace root), then the `datasets/` folder of the source checkout this module is in.
-      Duplicates are dropped; folders need not exist.
+      The entries of `$SIAMESE_TF_DATASETS` (in order), then `./datasets` of the working
+      directory (jobs run from the workspace root). Never the folder this module is installed
+      in. Duplicates are dropped; folders need not exist.
     """
     paths = [pathlib.Path(p) for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
     paths.append(pathlib.Path.cwd() / "datasets")
-    paths.append(pathlib.Path(__file__).resolve().parents[2] / "datasets")
     unique = []
     for path in paths:
         if path.resolve() not in [p.resolve() for p in unique]:
@@ -169,7 +173,8 @@ def load_local_builder(
 
     Args:
       name: "name", "name:1.0.0" or "name/config[:version]". A local folder `<path>/<name>/` on
-        the search path wins; otherwise the TFDS catalogue's builder of that name is used.
+        the search path wins; otherwise TFDS's builder of that name: a copy already prepared in
+        `data_dir` (read from its files, no builder code needed), else the catalogue's.
       data_dir: where TFDS keeps prepared datasets; TFDS's default (~/tensorflow_datasets or
         $TFDS_DATA_DIR) when None.
       manual_dir: when given, the dataset is also prepared from the files there (see
@@ -180,8 +185,9 @@ def load_local_builder(
       The builder, prepared when `manual_dir` was given.
 
     Raises:
-      InputError: a malformed name, or a name that is neither a local builder folder nor in
-        the TFDS catalogue (the message lists the folders searched).
+      InputError: a malformed name, or a name that is no local builder folder, not prepared in
+        `data_dir` and not in the TFDS catalogue (one line: the folders searched and the
+        setting, `$SIAMESE_TF_DATASETS`, that adds folders).
       MissingDataError: `manual_dir` or a file the builder needs in it is missing.
     """
     try:
@@ -203,10 +209,12 @@ def load_local_builder(
             builder = tfds.builder(base, **kwargs)
         except tfds.core.registered.DatasetNotFoundError as err:
             paths = default_search_paths() if search_paths is None else search_paths
-            searched = ", ".join(str(pathlib.Path(p) / base) for p in paths)
+            searched = ", ".join(str(pathlib.Path(p) / base) for p in paths) or "(no folders)"
+            where = kwargs.get("data_dir") or "TFDS's default data_dir"
             raise InputError(
-                f"unknown dataset {base!r}: no builder folder at {searched} "
-                f"(or set ${ENV_VAR}), and not in the TFDS catalogue"
+                f"unknown dataset {base!r}: no builder folder at {searched}, no prepared copy "
+                f"in {where}, and not in the TFDS catalogue; run from the folder that holds "
+                f"datasets/{base}/ or set {ENV_VAR} to the folder that holds {base}/"
             ) from err
     if manual_dir is not None:
         prepare(builder, manual_dir)

@@ -3,6 +3,8 @@
 The sampler itself is `siamese_tf.evaluation.oneshot.sample_episodes` (seeded, classes with
 too few examples never drawn); this module lets it take a `Source`, reports bad sizes as
 `InputError`, and lists the rows an evaluation must embed, so each image is embedded once.
+It is the one evaluation module that imports `siamese_tf.data` (and so TensorFlow); the
+package `siamese_tf.evaluation` does not re-export it, so its numpy metrics load without it.
 """
 
 from __future__ import annotations
