@@ -7,7 +7,7 @@ Imports flow one way: `images`, `class_index` â†’ `source` (what a dataset is) â
 
 from siamese_tf.data.class_index import ClassIndex
 from siamese_tf.data.episodes import episode_rows, source_episodes
-from siamese_tf.data.pair_sets import PairSet, cached_fixed_pairs, fixed_pairs
+from siamese_tf.data.pair_sets import PairSet, fixed_pairs
 from siamese_tf.data.sampling import (
     balanced_pairs,
     pair_indices,
@@ -27,7 +27,6 @@ __all__ = [
     "Splits",
     "StoreError",
     "balanced_pairs",
-    "cached_fixed_pairs",
     "episode_rows",
     "fixed_pairs",
     "load_digits",
