@@ -95,6 +95,9 @@ def _flag_error_message(err: flags.Error, argv) -> str:
         if flagfile.group(1) == "2":
             reason = f"not found (relative paths start at {os.getcwd()})"
         return f"cannot read --flagfile={name}: {reason}"
+    enum = _ENUM_ERROR.search(message)
+    if enum:  # The wording of `TrainConfig`'s own check.
+        return f"--{enum.group(1)} is not one of: {', '.join(enum.group(2).split('|'))}"
     unknown = _UNKNOWN_FLAG.search(message)
     if unknown:
         hint = _UNKNOWN_FLAG_HINT or f"`python -m {_entry_point(argv)} --help` lists the flags"
@@ -104,6 +107,7 @@ def _flag_error_message(err: flags.Error, argv) -> str:
 
 _FLAGFILE_ERROR = re.compile(r"Unable to open flagfile: \[Errno (\d+)\] ([^:]+): '(.*)'")
 _UNKNOWN_FLAG = re.compile(r"Unknown command line flag '([^']+)'")
+_ENUM_ERROR = re.compile(r"flag --(\w+=.*): value should be one of <(.*)>")
 # What to say after "unknown flag --NAME" (an entry point may set it; see `run`).
 _UNKNOWN_FLAG_HINT = ""
 
@@ -155,7 +159,7 @@ def _flag_help(flag, width: int) -> str:
         kind = "repeatable string"
     elif flag.flag_type() == "list":
         kind = "comma-separated list"
-    elif flag.flag_type() == "enum":
+    elif isinstance(flag.parser, flags.EnumParser):
         kind = "one of " + ", ".join(flag.parser.enum_values)
     if isinstance(flag.default, bool):
         name = f"--[no]{flag.name}"
@@ -169,9 +173,8 @@ def _flag_help(flag, width: int) -> str:
         else:
             default = str(flag.default) if flag.default != "" else "''"
     head = f"  {name} ({kind}; default: {default})"
-    body = textwrap.fill(
-        flag.help or "", width=width, initial_indent=" " * 6, subsequent_indent=" " * 6
-    )
+    helptext = re.sub(r"^<[^>]*>: ", "", flag.help or "")  # absl's enum prefix: in `kind`.
+    body = textwrap.fill(helptext, width=width, initial_indent=" " * 6, subsequent_indent=" " * 6)
     return f"{head}\n{body}" if flag.help else head
 
 
@@ -203,11 +206,12 @@ def run(main, unknown_flag_hint: str = "") -> None:
     app.run(guarded, flags_parser=parse_flags_or_exit)
 
 
-def define_dataclass_flags(config_cls) -> None:
+def define_dataclass_flags(config_cls, choices=None) -> None:
     """Defines one absl flag per field of a frozen dataclass, typed from its default.
 
     Each flag's help is the field's entry in the `Attributes:` section of the dataclass's
-    docstring (`trainers.field_docs`): the one place a setting is described.
+    docstring (`trainers.field_docs`): the one place a setting is described. A field named in
+    `choices` ({name: allowed values}) becomes an enum flag.
     """
     from trainers.field_docs import attribute_docs
 
@@ -221,6 +225,8 @@ def define_dataclass_flags(config_cls) -> None:
             flags.DEFINE_integer(field.name, default, helptext)
         elif isinstance(default, float):
             flags.DEFINE_float(field.name, default, helptext)
+        elif field.name in (choices or {}):
+            flags.DEFINE_enum(field.name, default, choices[field.name], helptext)
         else:
             flags.DEFINE_string(field.name, default, helptext)
         _CONFIG_FLAGS.append(field.name)

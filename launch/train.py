@@ -18,8 +18,9 @@ import sys
 from absl import flags
 
 from launch import common
+from siamese_tf.distribute import CLUSTERS, STRATEGIES
 from siamese_tf.errors import InputError
-from trainers.config import TrainConfig
+from trainers.config import CHOICES, TrainConfig
 
 flags.DEFINE_string(
     "workdir",
@@ -27,21 +28,19 @@ flags.DEFINE_string(
     "Required. The run's directory: config.json, metrics.jsonl, model.keras, report.json, "
     "plots/, ...; the same command on the same workdir resumes.",
 )
-flags.DEFINE_string(
+flags.DEFINE_enum(
     "strategy",
     "auto",
-    "`auto` (MirroredStrategy over all GPUs when there are several, else the default), "
-    "`default`, `one_device`, `mirrored`, `multi_worker` or `tpu`.",
+    STRATEGIES,
+    "`auto`: MirroredStrategy over all GPUs when there are several, else the default.",
 )
-flags.DEFINE_string(
-    "cluster", "tf_config", "Where multi_worker finds its cluster: `tf_config` or `slurm`."
-)
+flags.DEFINE_enum("cluster", "tf_config", CLUSTERS, "Where multi_worker finds its cluster.")
 flags.DEFINE_bool(
     "allow_config_change",
     False,
     "Resume a workdir even though its config.json differs from the flags.",
 )
-common.define_dataclass_flags(TrainConfig)
+common.define_dataclass_flags(TrainConfig, CHOICES)
 FLAGS = flags.FLAGS
 # Exit statuses besides 0, 1 (a NaN loss or an unexpected error) and 2 (bad input), in README:
 # EX_TEMPFAIL: stopped on SIGTERM (or, multi-worker, a peer's stop) after saving; re-run.

@@ -11,7 +11,6 @@ import os
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
 
 from siamese_tf import evaluation as eval_metrics
 from siamese_tf.data.source import Source
@@ -28,43 +27,6 @@ POSITIVE_HISTOGRAM_TAG = "positive_distances"
 NEGATIVE_HISTOGRAM_TAG = "negative_distances"
 
 log = logging.getLogger(__name__)
-
-
-# TensorBoard's summary formats, written with `tf.summary.write` (TensorFlow itself) rather than
-# `tf.summary.image` / `histogram`, which need the `tensorboard` package installed.
-_IMAGE_METADATA = summary_pb2.SummaryMetadata(
-    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="images"),
-    data_class=summary_pb2.DATA_CLASS_BLOB_SEQUENCE,
-)
-_HISTOGRAM_METADATA = summary_pb2.SummaryMetadata(
-    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="histograms"),
-    data_class=summary_pb2.DATA_CLASS_TENSOR,
-)
-
-
-def write_png_image(tag: str, png: bytes, step: int) -> None:
-    """Writes one PNG as a TensorBoard image summary to the default writer.
-
-    The images plugin's format: a string tensor [width, height, png bytes...].
-    """
-    width = int.from_bytes(png[16:20], "big")  # The PNG IHDR chunk: width, height.
-    height = int.from_bytes(png[20:24], "big")
-    tensor = tf.constant([str(width).encode(), str(height).encode(), png], tf.string)
-    tf.summary.write(tag, tensor, step=step, metadata=_IMAGE_METADATA)
-
-
-def write_histogram(tag: str, values, step: int, bins: int = 30) -> None:
-    """Writes values as a TensorBoard histogram summary to the default writer.
-
-    The histograms plugin's format: float64 [bins, 3] rows of (left edge, right edge, count).
-    """
-    values = np.asarray(values, np.float64).reshape(-1)
-    if values.size == 0:
-        buckets = np.zeros((0, 3))
-    else:
-        counts, edges = np.histogram(values, bins=bins)
-        buckets = np.stack([edges[:-1], edges[1:], counts.astype(np.float64)], axis=1)
-    tf.summary.write(tag, tf.constant(buckets, tf.float64), step=step, metadata=_HISTOGRAM_METADATA)
 
 
 class ThresholdCalibration(keras.callbacks.Callback):
@@ -227,8 +189,8 @@ class ThresholdCalibration(keras.callbacks.Callback):
             return
         same = np.asarray(self.pairs.same).astype(bool)
         with writer.as_default(step=int(step)):
-            write_histogram(POSITIVE_HISTOGRAM_TAG, distances[same], int(step))
-            write_histogram(NEGATIVE_HISTOGRAM_TAG, distances[~same], int(step))
+            tf.summary.histogram(POSITIVE_HISTOGRAM_TAG, distances[same], buckets=30)
+            tf.summary.histogram(NEGATIVE_HISTOGRAM_TAG, distances[~same], buckets=30)
             if self._can_plot():
                 from siamese_tf import plots
 
@@ -240,7 +202,7 @@ class ThresholdCalibration(keras.callbacks.Callback):
                     ),
                 }
                 for tag, figure in figures.items():
-                    write_png_image(tag, plots.to_png(figure), int(step))
+                    tf.summary.image(tag, tf.image.decode_png(plots.to_png(figure))[None])
         writer.flush()
 
     def _summary_writer(self):

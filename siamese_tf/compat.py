@@ -1,7 +1,7 @@
 """The one place private TensorFlow / Keras APIs are used, each with why and what would replace it.
 
 `tests/test_compat.py` checks every private name used here, so an upgrade that removes one fails
-there, loudly, rather than in a multi-worker job.
+there, loudly, rather than in a multi-worker job. `grep -rn "noqa: SLF001"` finds each use.
 """
 
 from __future__ import annotations
@@ -100,3 +100,55 @@ def stop_preemption_handler(handler) -> None:
     """
     handler._stop_cluster_wise_termination_watcher_thread()  # noqa: SLF001
     handler._stop_poll_termination_signal_thread()  # noqa: SLF001
+
+
+# --- Keras: building a compiled model before `fit` ---------------------------------------------
+
+
+def symbolic_build(model, data_batch) -> None:
+    """Builds a compiled model's layers, compiled loss and metrics, and optimizer, without data.
+
+    Keras' `Model._symbolic_build`, what `fit` runs on its first batch; no public call builds the
+    compiled loss and the optimizer from shapes alone.
+
+    Args:
+      model: a compiled `keras.Model`.
+      data_batch: one batch as `keras.KerasTensor`s, `(x, y)`.
+    """
+    model._symbolic_build(data_batch=data_batch)  # noqa: SLF001
+
+
+class BuildOnce:
+    """Mixin of a `keras.Model` subclass: `fit` skips Keras' build step once all is built.
+
+    Keras' `_maybe_symbolic_build` (TensorFlow backend, under a strategy) pulls a real batch
+    from the training iterator on every `fit` call, built model or not: one training batch is
+    lost per call (a resumed run would not replay its batches exactly) and, under
+    MultiWorkerMirroredStrategy, reducing that distributed batch fails (keras-team/keras#20585,
+    tensorflow/tensorflow#72388). Build first with `symbolic_build`.
+    """
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        compile_loss = self._compile_loss  # noqa: SLF001
+        built = (
+            self.built
+            and all(layer.built for layer in self._flatten_layers())  # noqa: SLF001
+            and (self.optimizer is None or self.optimizer.built)
+            and (compile_loss is None or compile_loss.built)
+        )
+        if not built:
+            super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)  # noqa: SLF001
+
+
+# --- Keras: the tf.data dataset `fit` makes of a PyDataset (benchmarks) -------------------------
+
+
+def pydataset_tf_dataset(py_dataset) -> tf.data.Dataset:
+    """The `tf.data.Dataset` Keras' `fit` builds from a `keras.utils.PyDataset`.
+
+    The pipeline benchmark times our samplers against exactly what Keras feeds `fit`; Keras
+    exposes its data adapters only under `keras.src`.
+    """
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+    return PyDatasetAdapter(py_dataset, shuffle=False).get_tf_dataset()

@@ -249,31 +249,12 @@ class AngularDistance(_PairDistance):
 
 
 @keras.saving.register_keras_serializable(package="siamese_tf")
-class L2Normalization(keras.layers.Layer):
-    """Scales each embedding to unit L2 norm (the usual last layer of an encoder).
+class L2Normalization(keras.layers.UnitNormalization):
+    """Deprecated: loads `.keras` files whose encoders ended in our own normalisation layer.
 
-    Computes in float32 by default (pass `dtype=` to override), so it is safe as the output
-    layer of a mixed-precision model. A zero vector stays zero (no NaN).
-
-    Args:
-      axis: axis to normalise along.
-      epsilon: lower bound on the squared norm (as `tf.math.l2_normalize`).
-      **kwargs: passed to `keras.layers.Layer`.
+    Encoders now end in `keras.layers.UnitNormalization(dtype="float32")`; the old `epsilon`
+    is accepted and ignored (the two differ only for embeddings of norm < 1e-6).
     """
 
-    def __init__(self, axis: int = -1, epsilon: float = 1e-12, **kwargs):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        self.axis = int(axis)
-        self.epsilon = float(epsilon)
-
-    def call(self, inputs):
-        return tf.math.l2_normalize(inputs, axis=self.axis, epsilon=self.epsilon)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(axis=self.axis, epsilon=self.epsilon)
-        return config
+    def __init__(self, axis=-1, epsilon=None, **kwargs):
+        super().__init__(axis=axis, **kwargs)

@@ -1,7 +1,7 @@
 """2-D maps of embeddings (t-SNE or PCA) and files for TensorBoard's embedding projector.
 
-Runs on host; numpy and scikit-learn only, except the optional sprite image (TensorFlow's PNG
-encoder).
+Runs on host: numpy and scikit-learn, TensorBoard's projector config, and TensorFlow's PNG
+encoder for the optional sprite image.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import os
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
+from tensorboard.plugins import projector
 from threadpoolctl import threadpool_limits
 
 PROJECTIONS = ("auto", "tsne", "pca")
@@ -121,10 +122,11 @@ def write_projector(
 ) -> dict:
     """Writes embeddings, labels and a config for TensorBoard's embedding projector.
 
-    The files follow the projector's plain-file format (no checkpoint, no TensorBoard import):
-    `embeddings.tsv` (one row of D tab-separated values per point), `metadata.tsv` (a header
-    `label<TAB>class`, then one row per point), optionally `sprite.png` (a grid of thumbnails,
-    when `images` are given) and `projector_config.pbtxt`, whose paths are relative to it.
+    The files follow the projector's plain-file format (no checkpoint): `embeddings.tsv` (one
+    row of D tab-separated values per point), `metadata.tsv` (a header `label<TAB>class`, then
+    one row per point), optionally `sprite.png` (a grid of thumbnails, when `images` are given)
+    and `projector_config.pbtxt` (TensorBoard's `ProjectorConfig`), whose paths are relative to
+    it.
     `embeddings.npy` and `labels.npy` hold the same data for programs. Point TensorBoard at the
     folder's parent (`tensorboard --logdir DIR/logs`) and open the Projector tab.
 
@@ -165,24 +167,19 @@ def write_projector(
             if class_names is not None and 0 <= int(label) < len(class_names):
                 name = class_names[int(label)]
             f.write(f"{_tsv_field(label)}\t{_tsv_field(name)}\n")
-    sprite = ""
+    config = projector.ProjectorConfig()
+    embedding = config.embeddings.add(
+        tensor_name=tensor_name,
+        tensor_shape=list(x.shape),
+        tensor_path=TENSORS_FILE,
+        metadata_path=METADATA_FILE,
+    )
     if images is not None:
         png, (cell_h, cell_w) = _sprite(images)
         with open(path(SPRITE_FILE), "wb") as f:
             f.write(png)
-        sprite = (
-            f'  sprite {{\n    image_path: "{SPRITE_FILE}"\n'
-            f"    single_image_dim: {cell_w}\n    single_image_dim: {cell_h}\n  }}\n"
-        )
-    config = (
-        "embeddings {\n"
-        f'  tensor_name: "{tensor_name}"\n'
-        f"  tensor_shape: {x.shape[0]}\n  tensor_shape: {x.shape[1]}\n"
-        f'  tensor_path: "{TENSORS_FILE}"\n'
-        f'  metadata_path: "{METADATA_FILE}"\n'
-        f"{sprite}"
-        "}\n"
-    )
-    with open(path(PROJECTOR_CONFIG), "w", encoding="utf-8") as f:
-        f.write(config)
+        embedding.sprite.image_path = SPRITE_FILE
+        embedding.sprite.single_image_dim.extend([cell_w, cell_h])
+    projector.visualize_embeddings(log_dir, config)  # Writes projector_config.pbtxt.
+    path(PROJECTOR_CONFIG)
     return written

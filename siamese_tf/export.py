@@ -63,7 +63,10 @@ class ServingModule(tf.Module):
 
     def __init__(self, model, threshold: float | None = None):
         super().__init__(name="siamese_serving")
-        self._model = model  # Not tracked for saving: see `_trackable_children`.
+        # Bound methods, not the model: tf.Module would track a Keras model and pull Keras into
+        # the SavedModel; its variables are tracked below as plain tf.Variables.
+        self._encode = model.__call__
+        self._pair_distances = model.pair_distances
         height, width, channels = model_image_shape(model)
         self._size = (height, width)
         self._channels = channels
@@ -77,11 +80,6 @@ class ServingModule(tf.Module):
         self.image_shape = tf.Variable(
             [height, width, channels], trainable=False, dtype=tf.int32, name="image_shape"
         )
-
-    def _trackable_children(self, save_type="checkpoint", **kwargs):
-        children = super()._trackable_children(save_type, **kwargs)
-        children.pop("_model", None)
-        return children
 
     def _preprocess(self, images):
         """uint8 [B, h, w, c] (c = 1, 3 or 4) → uint8 [B, H, W, C] of the model. In the graph."""
@@ -98,7 +96,7 @@ class ServingModule(tf.Module):
         return tf.ensure_shape(images, (None, *self._size, self._channels))
 
     def _embed(self, images):
-        return tf.cast(self._model(self._preprocess(images), training=False), tf.float32)
+        return tf.cast(self._encode(self._preprocess(images), training=False), tf.float32)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.uint8, "images")])
     def embed(self, images):
@@ -118,7 +116,7 @@ class ServingModule(tf.Module):
         Returns {"distance": float32 [B], "same": bool [B]}.
         """
         emb_a, emb_b = self._embed(images_a), self._embed(images_b)
-        distance = tf.reshape(tf.cast(self._model.pair_distances(emb_a, emb_b), tf.float32), [-1])
+        distance = tf.reshape(tf.cast(self._pair_distances(emb_a, emb_b), tf.float32), [-1])
         return {"distance": distance, "same": distance <= self.threshold}
 
 

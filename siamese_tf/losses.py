@@ -121,13 +121,14 @@ def _deserialize_metric(metric):
     return metric
 
 
-class _BatchLoss(keras.losses.Loss):
-    """Shared plumbing of the losses defined over a whole labelled batch (triplet, pair-based).
+class BatchLoss(keras.losses.Loss):
+    """Base of the losses defined over a whole labelled batch (triplet, pair-based).
 
     Labels keep their dtype, embeddings go to the loss dtype, the value is scaled by 1/replicas
     under a strategy, `sample_weight` is refused. Subclasses define `terms(y_true, y_pred,
-    anchor_indices)` -> `(loss_sum, count)` (the loss is their ratio), which the model uses to
-    score some anchors of a larger (all-gathered, or memory-extended) batch.
+    anchor_indices)` -> `(loss_sum, count)` (the loss is their ratio), which `SiameseModel` uses
+    to score some anchors of a larger (all-gathered, or memory-extended) batch: a loss of your
+    own that subclasses this works with `cross_replica_mining` and `cross_batch_memory`.
     """
 
     def __init__(self, name=None, **kwargs):
@@ -165,7 +166,7 @@ class _BatchLoss(keras.losses.Loss):
         return config
 
 
-class _TripletLoss(_BatchLoss):
+class _TripletLoss(BatchLoss):
     """Shared plumbing of the triplet losses: margin, distance metric, config."""
 
     def __init__(self, margin=1.0, distance_metric="L2", name=None, **kwargs):
@@ -293,7 +294,7 @@ def _check_positive(name, value):
 
 
 @keras.saving.register_keras_serializable(package="siamese_tf")
-class MultiSimilarityLoss(_BatchLoss):
+class MultiSimilarityLoss(BatchLoss):
     """Multi-similarity loss (Wang et al. 2019), equal to PML 2.x's `MultiSimilarityLoss`.
 
     `loss(y_true=labels [B] or [B, 1], y_pred=embeddings [B, D])`: cosine similarities of the
@@ -329,7 +330,7 @@ class MultiSimilarityLoss(_BatchLoss):
 
 
 @keras.saving.register_keras_serializable(package="siamese_tf")
-class CircleLoss(_BatchLoss):
+class CircleLoss(BatchLoss):
     """Circle loss (Sun et al. 2020) on cosine similarities, equal to PML 2.x's `CircleLoss`.
 
     `loss(y_true=labels, y_pred=embeddings)`: mean over the anchors with a non-zero loss; see
@@ -362,7 +363,7 @@ class CircleLoss(_BatchLoss):
 
 
 @keras.saving.register_keras_serializable(package="siamese_tf")
-class SupConLoss(_BatchLoss):
+class SupConLoss(BatchLoss):
     """Supervised contrastive loss (Khosla et al. 2020), equal to PML 2.x's `SupConLoss`.
 
     `loss(y_true=labels, y_pred=embeddings)`: mean over the anchors with a non-zero loss; see

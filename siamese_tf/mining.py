@@ -50,24 +50,6 @@ def _anchor_indices(labels, anchor_indices) -> tf.Tensor:
     return tf.cast(tf.reshape(anchor_indices, [-1]), tf.int32)
 
 
-def label_masks(labels, anchor_indices=None):
-    """Positive and negative masks of the anchors against the batch.
-
-    Args:
-      labels: [B] or [B, 1] class labels (int or float) of the whole batch.
-      anchor_indices: optional [A] int rows of the batch that act as anchors (default: all).
-
-    Returns:
-      `(positive, negative)`: bool [A, B]; `positive[i, j]` when `j` has the label of anchor `i`
-      and is not the anchor itself, `negative[i, j]` when the labels differ.
-    """
-    labels = _labels_1d(labels)
-    rows = _anchor_indices(labels, anchor_indices)
-    same = tf.equal(tf.gather(labels, rows)[:, None], labels[None, :])
-    not_self = tf.not_equal(rows[:, None], tf.range(tf.shape(labels)[0])[None, :])
-    return tf.logical_and(same, not_self), tf.logical_not(same)
-
-
 def negative_mask(labels, anchor_indices=None):
     """bool [A, B]: `out[i, j]` when batch row `j` has another label than anchor `i`.
 

@@ -5,6 +5,7 @@ import threading
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 from tensorflow.python.distribute.failure_handling import failure_handling, failure_handling_util
 from tensorflow.python.eager import context
@@ -65,3 +66,53 @@ def test_stop_preemption_handler_ends_its_threads(tmp_path):
     assert not [
         t for t in threading.enumerate() if t.name.startswith(compat.HANDLER_THREAD_PREFIXES)
     ]
+
+
+def test_keras_private_build_names_still_exist():
+    # compat.symbolic_build / compat.BuildOnce call and override these.
+    build = inspect.signature(keras.Model._symbolic_build).parameters
+    maybe = inspect.signature(keras.Model._maybe_symbolic_build).parameters
+    assert {"iterator", "data_batch"} <= set(build) and {"iterator", "data_batch"} <= set(maybe)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    assert model._compile_loss is not None and not model._compile_loss.built
+    assert model.layers[0] in list(model._flatten_layers())
+
+
+def test_fit_skips_keras_build_step_once_the_model_is_prebuilt(monkeypatch):
+    # Keras' step pulls a training batch: a prebuilt model must not reach it, an unbuilt one
+    # must (else Keras renamed the step and BuildOnce overrides nothing).
+    from siamese_tf.losses import TripletSemiHardLoss
+    from siamese_tf.models import SiameseModel, build_encoder
+
+    original, calls = keras.Model._maybe_symbolic_build, []
+
+    def spy(self, iterator=None, data_batch=None):
+        calls.append(self.name)
+        return original(self, iterator=iterator, data_batch=data_batch)
+
+    monkeypatch.setattr(keras.Model, "_maybe_symbolic_build", spy)
+    spec = (tf.TensorSpec([None, 8, 8, 1], tf.uint8), tf.TensorSpec([None], tf.int64))
+    images = tf.zeros([4, 8, 8, 1], tf.uint8)
+    data = tf.data.Dataset.from_tensors((images, tf.constant([0, 0, 1, 1], tf.int64))).repeat()
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")  # Keras builds this way under one.
+    for name, prebuild in (("prebuilt", True), ("lazy", False)):
+        with strategy.scope():
+            model = SiameseModel(build_encoder("conv_small", (8, 8, 1), 4), name=name)
+            model.compile(optimizer="sgd", loss=TripletSemiHardLoss())
+            if prebuild:
+                model.prebuild(spec)
+        model.fit(data, steps_per_epoch=1, epochs=1, verbose=0)
+    assert calls == ["lazy"]
+
+
+def test_pydataset_tf_dataset_is_what_fit_reads():
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, index):
+            return np.full((2, 4), index, np.float32), np.arange(2)
+
+    batches = list(compat.pydataset_tf_dataset(Batches()).as_numpy_iterator())
+    assert [int(x[0, 0]) for x, _ in batches] == [0, 1, 2]

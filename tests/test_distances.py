@@ -1,6 +1,8 @@
 """Distances, distance layers and the pair head: values, stability at zero, serialisation."""
 
+import json
 import os
+import zipfile
 
 import keras
 import numpy as np
@@ -119,12 +121,35 @@ def test_distance_layers(cls, metric):
     np.testing.assert_allclose(restored(a, b), expected)
 
 
-def test_l2_normalization_layer():
-    x = np.array([[3.0, 4.0], [0.0, 0.0]], np.float32)
-    layer = distances.L2Normalization()
-    np.testing.assert_allclose(layer(x), [[0.6, 0.8], [0.0, 0.0]])
-    restored = distances.L2Normalization.from_config(layer.get_config())
-    assert restored.axis == -1 and restored.epsilon == layer.epsilon
+def test_a_model_saved_with_the_old_normalisation_layer_still_loads(tmp_path):
+    from siamese_tf.models import SiameseModel, build_encoder
+
+    model = SiameseModel(build_encoder("conv_small", (8, 8, 1), 4))
+    images = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 1)).astype(np.uint8)
+    path = os.fspath(tmp_path / "old.keras")
+    model.save(path)
+    # Rewrite the last layer as the files of earlier versions hold it (siamese_tf's own layer).
+    with zipfile.ZipFile(path) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(files["config.json"])
+    [layer] = [
+        layer
+        for layer in config["config"]["encoder"]["config"]["layers"]
+        if layer["name"] == "l2_normalize"
+    ]
+    layer.update(
+        module="siamese_tf.distances",
+        class_name="L2Normalization",
+        registered_name="siamese_tf>L2Normalization",
+    )
+    layer["config"]["epsilon"] = 1e-12
+    files["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    loaded = keras.models.load_model(path)  # safe_mode=True
+    assert type(loaded.encoder.get_layer("l2_normalize")) is distances.L2Normalization
+    np.testing.assert_allclose(loaded(images), model(images), rtol=1e-6)
 
 
 def test_pair_head_is_symmetric_probability():
@@ -154,8 +179,8 @@ def test_pair_head_trains_with_binary_cross_entropy():
 
 def test_layers_survive_keras_file_round_trip(tmp_path):
     in_a, in_b = keras.Input((4,)), keras.Input((4,))
-    emb_a = distances.L2Normalization(name="norm_a")(keras.layers.Dense(3, name="dense")(in_a))
-    emb_b = distances.L2Normalization(name="norm_b")(in_b[:, :3])
+    emb_a = keras.layers.UnitNormalization()(keras.layers.Dense(3, name="dense")(in_a))
+    emb_b = keras.layers.UnitNormalization()(in_b[:, :3])
     outputs = [
         distances.L2Distance()(emb_a, emb_b),
         distances.SquaredL2Distance()(emb_a, emb_b),
@@ -178,7 +203,6 @@ def test_layers_compute_in_float32_under_mixed_precision():
         inputs = keras.Input((4,))
         hidden = keras.layers.Dense(4)(inputs)
         assert hidden.dtype == "float16"
-        assert distances.L2Normalization()(hidden).dtype == "float32"
         assert distances.L2Distance()(hidden, hidden).dtype == "float32"
         assert heads.PairClassifierHead()([hidden, hidden]).dtype == "float32"
     finally:

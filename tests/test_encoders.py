@@ -18,6 +18,17 @@ def test_every_encoder_embeds_uint8_images_on_the_unit_sphere(name):
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
 
 
+def test_embeddings_are_float32_under_mixed_precision():
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        encoder = build_encoder("conv_small", (8, 8, 1), 4)
+        assert encoder.get_layer("embedding").output.dtype == "float16"
+        assert encoder.output.dtype == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def test_conv4_flat_keeps_the_layout_conv4_averages_away():
     flat = build_encoder("conv4_flat", (48, 48, 1), 16)
     pooled = build_encoder("conv4", (48, 48, 1), 16)

@@ -179,13 +179,13 @@ def test_sample_episodes_errors():
         oneshot.sample_episodes(labels, n_way=0)
 
 
-def test_one_shot_accuracy_hand_example():
+def test_one_shot_hand_example():
     # One episode, 2-way 1-shot: classes at 0 and 10; queries at 1 (class 0), 9 (class 1)
     # and 4 (labelled class 1, but nearer class 0).
     support = np.array([[[[0.0]], [[10.0]]]])
     queries = np.array([[[1.0], [9.0], [4.0]]])
     targets = np.array([[0, 1, 1]])
-    assert oneshot.one_shot_accuracy(support, queries, targets) == pytest.approx(2 / 3)
+    assert oneshot.n_way_k_shot_accuracy(support, queries, targets) == pytest.approx(2 / 3)
     np.testing.assert_allclose(oneshot.episode_accuracies(support, queries, targets), [2 / 3])
 
 
@@ -253,8 +253,6 @@ def test_n_way_k_shot_bad_input():
         oneshot.n_way_k_shot_accuracy(support, queries, targets[:, :2])
     with pytest.raises(ValueError, match="unknown reduction"):
         oneshot.n_way_k_shot_accuracy(support, queries, targets, reduction="max")
-    with pytest.raises(ValueError, match=r"\[E, N, 1, D\]"):
-        oneshot.one_shot_accuracy(np.zeros((2, 3, 2, 4)), queries, targets)
 
 
 def test_clustering_perfect_on_separated_blobs():

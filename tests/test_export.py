@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 from siamese_tf.errors import InputError
 from siamese_tf.export import export_saved_model
@@ -146,4 +147,17 @@ def test_export_refuses_uncalibrated_and_existing_output(run, tmp_path):
     assert (tmp_path / "full" / "saved_model.pb").exists()
     assert not (tmp_path / "full" / "keep.txt").exists()
     assert sorted(os.listdir(tmp_path)) == ["file", "full"]
+    # The module saves its own pieces only, never the Keras model (no Keras objects inside).
+    graph = saved_model_pb2.SavedModel.FromString(
+        (tmp_path / "full" / "saved_model.pb").read_bytes()
+    )
+    root = graph.meta_graphs[0].object_graph_def.nodes[0]
+    assert {child.local_name for child in root.children} == {
+        "model_variables",
+        "threshold",
+        "image_shape",
+        "embed",
+        "verify",
+        "signatures",
+    }
     shutil.rmtree(tmp_path / "full")

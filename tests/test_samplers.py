@@ -202,25 +202,6 @@ def test_proportional_weighting_draws_classes_by_size():
 # --- fixed evaluation sets and splits ----------------------------------------------------------
 
 
-def test_cached_fixed_pairs_reuse_the_cache(tmp_path):
-    from siamese_tf.data import cached_fixed_pairs, fixed_pairs
-
-    first = cached_fixed_pairs(LABELS, 50, seed=3, cache_dir=tmp_path)
-    files = list(tmp_path.glob("pairs-*.npz"))
-    assert len(files) == 1
-    again = cached_fixed_pairs(LABELS, 50, seed=3, cache_dir=tmp_path)
-    expected = fixed_pairs(LABELS, 50, seed=3)
-    for pairs in (first, again):
-        np.testing.assert_array_equal(pairs.a, expected.a)
-        np.testing.assert_array_equal(pairs.same, expected.same)
-    assert first.same.sum() == 25  # balanced
-    cached_fixed_pairs(LABELS, 50, seed=4, cache_dir=tmp_path)
-    cached_fixed_pairs(LABELS[1:], 50, seed=3, cache_dir=tmp_path)
-    assert len(list(tmp_path.glob("pairs-*.npz"))) == 3  # keyed by labels, size and seed
-    files[0].write_bytes(b"corrupt")  # a damaged cache is recomputed, not trusted
-    np.testing.assert_array_equal(cached_fixed_pairs(LABELS, 50, 3, tmp_path).b, expected.b)
-
-
 def test_source_episodes_and_their_rows():
     from siamese_tf.evaluation.episodes import episode_rows, source_episodes
 

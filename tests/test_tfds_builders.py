@@ -1,6 +1,6 @@
-"""The Omniglot TFDS builder folders, built from their `dummy_data/` through `tfds_local`.
+"""The Omniglot TFDS builder folder, built from its `dummy_data/` through `tfds_local`.
 
-Also runs each folder's own `tfds new`-style builder test (`tfds.testing.DatasetBuilderTestCase`),
+Also runs the folder's own `tfds new`-style builder test (`tfds.testing.DatasetBuilderTestCase`),
 which lives beside its builder and is otherwise outside pytest's `testpaths`.
 """
 
@@ -12,7 +12,6 @@ import re
 import shutil
 import subprocess
 import sys
-import zipfile
 
 import numpy as np
 import pytest
@@ -23,7 +22,6 @@ from siamese_tf.errors import InputError
 
 DATASETS = pathlib.Path(__file__).resolve().parents[1] / "datasets"
 LOCAL_DUMMY = DATASETS / "omniglot_local" / "dummy_data"
-RUNS_DUMMY = DATASETS / "omniglot_runs" / "dummy_data"
 SPLITS = {"background": 7, "evaluation": 4, "background_small1": 2, "background_small2": 3}
 
 
@@ -46,12 +44,6 @@ def local_builder(local_data_dir):
 @pytest.fixture(scope="module")
 def local_examples(local_builder):
     return {split: list(tfds.as_numpy(local_builder.as_dataset(split=split))) for split in SPLITS}
-
-
-@pytest.fixture(scope="module")
-def runs_examples(tmp_path_factory):
-    builder = _load("omniglot_runs", tmp_path_factory.mktemp("tfds"), RUNS_DUMMY)
-    return list(tfds.as_numpy(builder.as_dataset(split="test")))
 
 
 def test_local_split_sizes(local_builder, local_examples):
@@ -104,37 +96,6 @@ def test_local_as_supervised_gives_image_and_label(local_builder):
     assert label == 964  # Angelic/character01 is character 0965
 
 
-def test_runs_trials_match_class_labels(runs_examples):
-    with zipfile.ZipFile(RUNS_DUMMY / "all_runs.zip") as archive:
-        answers = {}
-        for run in (1, 2):
-            for line in archive.read(f"run{run:02d}/class_labels.txt").decode().split("\n"):
-                if line:
-                    query, support = line.split()
-                    answers[query] = support
-    assert [(ex["run"], ex["trial"]) for ex in runs_examples] == [
-        (run, trial) for run in (1, 2) for trial in (1, 2, 3, 4)
-    ]
-    for ex in runs_examples:
-        run = int(ex["run"])
-        support_files = [f.decode() for f in ex["support_files"]]
-        query = ex["query_file"].decode()
-        assert query == f"run{run:02d}/test/item{int(ex['trial']):02d}.png"
-        assert support_files == [f"run{run:02d}/training/class{j:02d}.png" for j in (1, 2, 3, 4)]
-        assert support_files[ex["target"]] == answers[query]
-        # The dummy query is its class's image shifted by 2 px: the nearest support is the
-        # target, so the images travel with the right files.
-        assert ex["support_images"].shape == (4, 105, 105, 1)
-        distances = np.abs(
-            ex["support_images"].astype(np.int32) - ex["query_image"].astype(np.int32)
-        ).sum(axis=(1, 2, 3))
-        assert int(np.argmin(distances)) == ex["target"]
-    # Every support image is the answer to exactly one trial of its run.
-    for run in (1, 2):
-        targets = sorted(int(ex["target"]) for ex in runs_examples if ex["run"] == run)
-        assert targets == [0, 1, 2, 3]
-
-
 def test_missing_zip_names_the_file_and_the_folder(tmp_path):
     manual = tmp_path / "manual"
     shutil.copytree(LOCAL_DUMMY, manual)
@@ -144,9 +105,6 @@ def test_missing_zip_names_the_file_and_the_folder(tmp_path):
     assert "images_evaluation.zip" in str(caught.value) and str(manual) in str(caught.value)
     assert isinstance(caught.value, FileNotFoundError) and isinstance(caught.value, InputError)
     assert "\n" not in str(caught.value)  # entry points print it as one line
-
-    with pytest.raises(tfds_local.MissingDataError, match="all_runs.zip"):
-        _load("omniglot_runs", tmp_path / "data", manual)
 
 
 def test_corrupt_zip_is_reported(tmp_path):
@@ -163,9 +121,9 @@ def test_missing_manual_dir_is_named(tmp_path):
 
 
 def test_unprepared_without_manual_dir_says_what_to_pass(tmp_path):
-    builder = _load("omniglot_runs", tmp_path / "data")
+    builder = _load("omniglot_local", tmp_path / "data")
     assert not builder.is_prepared()
-    with pytest.raises(InputError, match="manual_dir.*all_runs.zip"):
+    with pytest.raises(InputError, match="manual_dir.*images_background.zip"):
         tfds_local.prepare(builder)
 
 
@@ -200,13 +158,13 @@ def test_search_paths(tmp_path, monkeypatch):
     # The setting, then ./datasets; never the checkout the module happens to sit in.
     assert tfds_local.default_search_paths() == [extra, tmp_path / "datasets"]
     assert tfds_local.find_builder_dir("my_set") == extra / "my_set"
-    assert tfds_local.find_builder_dir("omniglot_runs") is None
+    assert tfds_local.find_builder_dir("omniglot_local") is None
     monkeypatch.setenv(tfds_local.ENV_VAR, os.pathsep.join([str(extra), str(DATASETS)]))
-    assert tfds_local.find_builder_dir("omniglot_runs") == DATASETS / "omniglot_runs"
+    assert tfds_local.find_builder_dir("omniglot_local") == DATASETS / "omniglot_local"
     monkeypatch.delenv(tfds_local.ENV_VAR)
     monkeypatch.chdir(DATASETS.parent)  # jobs run from the workspace root
     assert tfds_local.default_search_paths() == [DATASETS]
-    assert tfds_local.find_builder_dir("omniglot_runs") == DATASETS / "omniglot_runs"
+    assert tfds_local.find_builder_dir("omniglot_local") == DATASETS / "omniglot_local"
 
 
 @pytest.mark.parametrize("name", ["../omniglot_local", "omniglot local", "a/b/c", ""])
@@ -273,14 +231,10 @@ if importlib.util.find_spec("dill") is None:
         pass
 
 else:
-    for _name in ("omniglot_local", "omniglot_runs"):
-        tfds_local.import_builder_class(DATASETS / _name)  # makes the package importable
+    tfds_local.import_builder_class(DATASETS / "omniglot_local")  # makes the package importable
     OmniglotLocalTest = importlib.import_module(
         "omniglot_local.omniglot_local_dataset_builder_test"
     ).OmniglotLocalTest
-    OmniglotRunsTest = importlib.import_module(
-        "omniglot_runs.omniglot_runs_dataset_builder_test"
-    ).OmniglotRunsTest
 
 
 def test_the_alphabet_becomes_the_source_group(local_builder, local_data_dir):

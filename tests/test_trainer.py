@@ -77,7 +77,7 @@ def test_split_is_stratified_and_seeded():
         (dict(classes_per_batch=11), "classes_per_batch=11 exceeds"),
         (dict(samples_per_class=500), "samples_per_class=500 exceeds"),
         (dict(dataset="imagenet"), "unknown dataset"),
-        (dict(loss="proxy_anchor"), "unknown loss"),
+        (dict(loss="proxy_anchor"), "--loss=proxy_anchor is not one of: triplet_semihard"),
     ],
 )
 def test_prepare_rejects_bad_config(overrides, message):
@@ -140,7 +140,7 @@ def test_proxies_and_memory_resume_exactly(tmp_path, overrides):
     "overrides, message",
     [
         (dict(loss="multi_similarity", ms_base=1.5), "--ms_base must be in"),
-        (dict(loss="arcface", arcface_variant="sphere"), "--arcface_variant must be one of"),
+        (dict(loss="arcface", arcface_variant="sphere"), "--arcface_variant=sphere is not one"),
         (dict(loss="arcface", arcface_variant="cosface", arcface_margin=1.0), "--arcface_margin"),
         (dict(loss="bce", cross_batch_memory=8), "--cross_batch_memory needs"),
         (dict(cross_batch_memory=-1), "--cross_batch_memory must be >= 0"),

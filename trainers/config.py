@@ -6,10 +6,25 @@ import dataclasses
 import json
 
 from siamese_tf.data import Splits, split_indices
+from siamese_tf.data.sampling import CLASS_WEIGHTINGS
+from siamese_tf.data.splits import SPLIT_BY
+from siamese_tf.distances import METRICS
 from siamese_tf.errors import InputError
+from siamese_tf.losses import ARCFACE_VARIANTS
+from siamese_tf.models.encoders import ENCODERS
 from trainers import losses
 
-LR_SCHEDULES = ("constant", "cosine", "step")
+# The settings with a fixed set of values: enum flags in `launch/`, checked here for configs
+# built in Python.
+CHOICES = {
+    "split_by": SPLIT_BY,
+    "encoder": tuple(ENCODERS),
+    "loss": losses.ALL_LOSSES,
+    "arcface_variant": ARCFACE_VARIANTS,
+    "distance_metric": METRICS,
+    "class_weighting": CLASS_WEIGHTINGS,
+    "lr_schedule": ("constant", "cosine", "step"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,11 +182,11 @@ class TrainConfig:
             )
         if self.max_steps < 0 or self.save_every_steps < 0:
             raise InputError("max_steps and save_every_steps must be >= 0 (0 disables them)")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise InputError(
-                f"unknown lr_schedule {self.lr_schedule!r}; "
-                f"choose one of: {', '.join(LR_SCHEDULES)}"
-            )
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise InputError(
+                    f"--{name}={getattr(self, name)} is not one of: {', '.join(choices)}"
+                )
         for name in ("learning_rate", "margin"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")

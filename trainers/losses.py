@@ -27,14 +27,13 @@ ALL_LOSSES = LABELLED_LOSSES + PAIR_LOSSES
 
 
 def check(config) -> None:
-    """Checks the loss choice and its hyperparameters; the message names the flag.
+    """Checks the loss's hyperparameters (the names are checked in `trainers.config`); the
+    message names the flag.
 
     Raises:
-      InputError: an unknown loss, a hyperparameter out of range, or a setting for the other
-        kind of batch (e.g. a cross-batch memory with a pair loss).
+      InputError: a hyperparameter out of range, or a setting for the other kind of batch (e.g.
+        a cross-batch memory with a pair loss).
     """
-    if config.loss not in ALL_LOSSES:
-        raise InputError(f"unknown loss {config.loss!r}; choose one of: {', '.join(ALL_LOSSES)}")
     positive = ("ms_alpha", "ms_beta", "circle_gamma", "supcon_temperature", "arcface_scale")
     for name in positive:
         if not getattr(config, name) > 0:
@@ -43,11 +42,6 @@ def check(config) -> None:
         raise InputError(f"--ms_base must be in [-1, 1] (a cosine), got {config.ms_base}")
     if not 0.0 <= config.circle_m < 1.0:
         raise InputError(f"--circle_m must be in [0, 1), got {config.circle_m}")
-    if config.arcface_variant not in losses_lib.ARCFACE_VARIANTS:
-        raise InputError(
-            f"--arcface_variant must be one of {', '.join(losses_lib.ARCFACE_VARIANTS)}, got "
-            f"{config.arcface_variant!r}"
-        )
     limit = math.pi / 2 if config.arcface_variant == "arcface" else 1.0
     if not 0.0 <= config.arcface_margin < limit:
         raise InputError(

@@ -101,20 +101,9 @@ def make_pydataset(images, labels, p: int, k: int, steps: int, seed: int = 0):
 
 def pydataset_as_tf_dataset(py_dataset):
     """The tf.data dataset Keras' `fit` builds from a PyDataset (its adapter), and its name."""
-    try:
-        from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+    from siamese_tf import compat
 
-        return PyDatasetAdapter(py_dataset, shuffle=False).get_tf_dataset(), "keras adapter"
-    except ImportError:  # Keras moved its private adapter: the same generator wrapping.
-        import tensorflow as tf
-
-        x, y = py_dataset[0]
-        signature = (
-            tf.TensorSpec((None, *x.shape[1:]), x.dtype),
-            tf.TensorSpec((None,), y.dtype),
-        )
-        gen = (py_dataset[i] for i in range(len(py_dataset)))
-        return tf.data.Dataset.from_generator(lambda: gen, output_signature=signature), "generator"
+    return compat.pydataset_tf_dataset(py_dataset), "keras adapter"
 
 
 def create_pairs(images, labels, seed: int = 0):

@@ -6,7 +6,7 @@ Imports flow one way: `images`, `class_index` â†’ `source` (what a dataset is) â
 """
 
 from siamese_tf.data.class_index import ClassIndex
-from siamese_tf.data.pair_sets import PairSet, cached_fixed_pairs, fixed_pairs
+from siamese_tf.data.pair_sets import PairSet, fixed_pairs
 from siamese_tf.data.sampling import (
     balanced_pairs,
     pair_indices,
@@ -26,7 +26,6 @@ __all__ = [
     "Splits",
     "StoreError",
     "balanced_pairs",
-    "cached_fixed_pairs",
     "fixed_pairs",
     "load_digits",
     "load_source",

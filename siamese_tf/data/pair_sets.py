@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import os
-import tempfile
 
 import numpy as np
 
-from siamese_tf.data.class_index import ClassIndex, as_int_labels
+from siamese_tf.data.class_index import ClassIndex
 from siamese_tf.errors import InputError
-
-_CACHE_VERSION = 1  # bump when `fixed_pairs` draws differently
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,48 +66,3 @@ def fixed_pairs(labels, num_pairs: int, seed: int) -> PairSet:
     b = np.concatenate([rows(pos_class, off_b), rows(neg_b, rng.integers(0, index.counts[neg_b]))])
     same = np.concatenate([np.ones(n_pos, np.int64), np.zeros(n_neg, np.int64)])
     return PairSet(a, b, same)
-
-
-def cached_fixed_pairs(labels, num_pairs: int, seed: int, cache_dir=None) -> PairSet:
-    """`fixed_pairs`, cached on disk so every evaluation of a run reuses the same pair set.
-
-    The cache file is `pairs-<key>.npz` in `cache_dir`, keyed by a hash of the labels, the
-    number of pairs and the seed, so a changed split or size never reads a stale set. The file
-    is written atomically (a reader never sees half of it). Runs on host.
-
-    Args:
-      labels: integer labels [N] of the split.
-      num_pairs: number of pairs.
-      seed: integer seed.
-      cache_dir: folder for the cache (created if missing); None computes without caching.
-
-    Returns:
-      The pair set, equal to `fixed_pairs(labels, num_pairs, seed)`.
-
-    Raises:
-      InputError: as `fixed_pairs`.
-    """
-    if cache_dir is None:
-        return fixed_pairs(labels, num_pairs, seed)
-    labels = as_int_labels(labels)
-    digest = hashlib.sha256()
-    digest.update(f"v{_CACHE_VERSION}:{num_pairs}:{seed}:".encode())
-    digest.update(labels.astype("<i8").tobytes())
-    path = os.path.join(os.fspath(cache_dir), f"pairs-{digest.hexdigest()[:20]}.npz")
-    try:
-        with np.load(path) as data:
-            return PairSet(data["a"], data["b"], data["same"])
-    except (FileNotFoundError, OSError, KeyError, ValueError):
-        pass  # missing or unreadable: compute and (re)write it
-    pairs = fixed_pairs(labels, num_pairs, seed)
-    os.makedirs(cache_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, a=pairs.a, b=pairs.b, same=pairs.same)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return pairs

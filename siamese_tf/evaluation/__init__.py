@@ -17,7 +17,6 @@ from siamese_tf.evaluation.oneshot import (
     Episodes,
     episode_accuracies,
     n_way_k_shot_accuracy,
-    one_shot_accuracy,
     sample_episodes,
 )
 from siamese_tf.evaluation.reports import (
@@ -63,7 +62,6 @@ __all__ = [
     "map_at_r",
     "n_way_k_shot_accuracy",
     "nearest_neighbour_accuracy",
-    "one_shot_accuracy",
     "pair_classification_metrics",
     "parse_threshold_rule",
     "precision_at_k",

@@ -208,15 +208,3 @@ def n_way_k_shot_accuracy(
             support_embeddings, query_embeddings, query_targets, metric, reduction
         ).mean()
     )
-
-
-def one_shot_accuracy(
-    support_embeddings, query_embeddings, query_targets, metric: str = "euclidean"
-) -> float:
-    """N-way one-shot accuracy: `n_way_k_shot_accuracy` with support_embeddings [E, N, 1, D]."""
-    support = np.asarray(support_embeddings)
-    if support.ndim != 4 or support.shape[2] != 1:
-        raise ValueError(
-            f"one-shot support_embeddings must be [E, N, 1, D], got shape {support.shape}"
-        )
-    return n_way_k_shot_accuracy(support, query_embeddings, query_targets, metric)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import keras
 
-from siamese_tf.distances import L2Normalization
 from siamese_tf.errors import InputError
 
 
@@ -73,8 +72,8 @@ def _conv4(input_shape, embedding_dim: int, filters: int, *, flatten: bool, name
 def _embedding_head(inputs, x, embedding_dim: int, name: str) -> keras.Model:
     x = keras.layers.Dense(embedding_dim, name="embedding")(x)
     # L2-normalised embeddings: distances live in [0, 2], so a margin means the same on any data.
-    # The layer computes in float32 under mixed precision.
-    outputs = L2Normalization(name="l2_normalize")(x)
+    # float32 under mixed precision too (a float16 unit vector loses small distances).
+    outputs = keras.layers.UnitNormalization(dtype="float32", name="l2_normalize")(x)
     return keras.Model(inputs, outputs, name=name)
 
 

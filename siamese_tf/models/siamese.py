@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from siamese_tf import compat, mining
 from siamese_tf import losses as losses_lib
-from siamese_tf import mining
 from siamese_tf.distances import pair_distances
 from siamese_tf.memory import CrossBatchMemory
 
@@ -14,7 +14,7 @@ UNCALIBRATED = -1.0
 
 
 @keras.saving.register_keras_serializable(package="siamese_tf")
-class SiameseModel(keras.Model):
+class SiameseModel(compat.BuildOnce, keras.Model):
     """Siamese / metric-learning model around an encoder.
 
     `model(images)` returns embeddings. `fit` accepts two batch layouts:
@@ -185,7 +185,7 @@ class SiameseModel(keras.Model):
     def _check_batch_kind(self, pairs):
         """Refuses (at trace time) a batch layout the compiled loss cannot score."""
         loss = getattr(self, "loss", None)
-        batch_loss = isinstance(loss, losses_lib._BatchLoss)  # noqa: SLF001
+        batch_loss = isinstance(loss, losses_lib.BatchLoss)
         proxy_loss = isinstance(loss, losses_lib.ArcFaceLoss) or self.proxies is not None
         if pairs and (batch_loss or proxy_loss or self.memory is not None):
             raise ValueError(
@@ -221,7 +221,7 @@ class SiameseModel(keras.Model):
         so the memory holds each example once.
         """
         loss_fn = self.loss
-        if not isinstance(loss_fn, losses_lib._BatchLoss):  # noqa: SLF001
+        if not isinstance(loss_fn, losses_lib.BatchLoss):
             raise ValueError(
                 "cross_replica_mining / cross_batch_memory need a siamese_tf batch loss "
                 f"(triplet or pair-based), got {type(loss_fn).__name__}"
@@ -280,10 +280,8 @@ class SiameseModel(keras.Model):
     def prebuild(self, data_spec):
         """Builds model, compiled loss/metrics and optimizer from a per-replica element spec.
 
-        Call inside `strategy.scope()` before `fit`. Keras would otherwise build lazily in
-        `_maybe_symbolic_build`, which pulls a real batch from the iterator (one training batch
-        lost per `fit` call) and, under MultiWorkerMirroredStrategy, fails by reducing a
-        distributed batch (keras-team/keras#20585, tensorflow/tensorflow#72388).
+        Call inside `strategy.scope()` before `fit`. Keras would otherwise build from a real
+        batch of the training iterator, losing it (see `siamese_tf.compat.BuildOnce`).
 
         Args:
           data_spec: the per-replica `element_spec` of the training dataset.
@@ -291,18 +289,7 @@ class SiameseModel(keras.Model):
         symbolic = tf.nest.map_structure(
             lambda spec: keras.KerasTensor(spec.shape, spec.dtype.name), data_spec
         )
-        self._symbolic_build(data_batch=symbolic)
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # See `prebuild`: once everything is built there is nothing to do, and no batch to waste.
-        fully_built = (
-            self.built
-            and all(layer.built for layer in self._flatten_layers())
-            and (self.optimizer is None or self.optimizer.built)
-            and (self._compile_loss is None or self._compile_loss.built)
-        )
-        if not fully_built:
-            super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        compat.symbolic_build(self, symbolic)
 
     def train_step(self, data):
         """One optimisation step. Runs per replica; gradients are summed across replicas."""
@@ -354,8 +341,9 @@ def _replicas() -> int:
 
 
 def _is_multi_worker(strategy) -> bool:
+    # Replicas on other workers: MultiWorkerMirroredStrategy has as many per worker.
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
-        strategy.extended._num_workers > 1  # noqa: SLF001  (no public accessor)
+        strategy.num_replicas_in_sync > len(strategy.extended.worker_devices)
     )
 
 
