@@ -46,7 +46,7 @@ def test_cross_replica_mining_flag_mines_over_the_global_batch(tmp_path, two_cpu
     batch = next(iter(metric_learning.make_train_dataset(config, data.train, two_cpus)))
     halves = [two_cpus.experimental_local_results(part) for part in batch]
     images, labels = (np.concatenate([np.asarray(h) for h in part]) for part in halves)
-    keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(config.seeds.initialisation)
     model = metric_learning.build_model(config, data.source.image_shape)
     loss_fn = losses_lib.TripletSemiHardLoss(margin=config.margin)
     embeddings = model(images, training=True)

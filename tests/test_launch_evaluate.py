@@ -71,11 +71,12 @@ def test_verification_reproduces_the_training_report(workdir):
     for name in ("test_roc_curve.png", "test_distance_histograms.png", "test_embedding_map.png"):
         assert (workdir / "plots" / name).read_bytes().startswith(b"\x89PNG"), name
     assert set(saved["plots"]) == {"roc_curve", "distance_histograms", "embedding_map"}
-    # On the calibration split the training pair set is the calibration one (seed + 1).
+    # On the calibration split the training pair set is the calibration one (its named seed).
     cal = evaluation.evaluate(
         str(workdir), "verification", dataclasses.replace(FAST, split="calibration", plots=False)
     )
-    assert cal["verification"]["pairs"]["seed"] == TINY.seed + 1
+    assert cal["verification"]["pairs"]["seed"] == TINY.seeds.calibration_pairs
+    assert result["pairs"]["seed"] == TINY.seeds.test_pairs
     assert "optimistic" in cal["verification"]["note"]
     assert (workdir / "eval" / "verification_calibration.json").exists()
     assert json.loads((workdir / "eval" / "verification.json").read_text()) == saved

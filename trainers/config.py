@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from siamese_tf.data import Splits, split_indices
+from siamese_tf.data import PairSet, Splits, fixed_pairs, split_indices
 from siamese_tf.errors import InputError
+from siamese_tf.seeds import RunSeeds
 from trainers import losses
 
 LR_SCHEDULES = ("constant", "cosine", "step")
@@ -65,7 +66,8 @@ class TrainConfig:
       epochs: epochs of the run.
       steps_per_epoch: training steps per epoch (the threshold is calibrated after each).
       max_steps: stop after this many steps in all; 0: epochs x steps_per_epoch.
-      seed: the one seed of the run: split, sampling, augmentation, initialisation.
+      seed: the one seed of the run (>= 0): the split, sampling, augmentation, initialisation,
+        pair sets and episodes each draw from their own named sub-seed of it.
       deterministic: TensorFlow op determinism (bit-identical runs and resumes).
       mixed_precision: float16 compute (float32 distances and mining); for GPUs.
       jit_compile: compile the train step with XLA.
@@ -163,6 +165,8 @@ class TrainConfig:
             raise InputError(
                 f"early_stopping_patience must be >= 0 (0: off), got {self.early_stopping_patience}"
             )
+        if self.seed < 0:
+            raise InputError(f"seed must be >= 0, got {self.seed}")
         if self.max_steps < 0 or self.save_every_steps < 0:
             raise InputError("max_steps and save_every_steps must be >= 0 (0 disables them)")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -193,6 +197,31 @@ class TrainConfig:
         total = self.epochs * self.steps_per_epoch
         return min(total, self.max_steps) if self.max_steps else total
 
+    @property
+    def seeds(self) -> RunSeeds:
+        """The run's named sub-seeds (`siamese_tf.seeds`): the one place each is decided."""
+        return RunSeeds.of(self.seed)
+
+    def held_out_pairs(self, split: str, labels) -> PairSet:
+        """The fixed pair set this run draws on a held-out split, "calibration" or "test".
+
+        The one place these pair sets are drawn: training calibrates and reports on them, and
+        evaluation rebuilds them through this method (the same size and named sub-seed).
+
+        Raises:
+          InputError: see `siamese_tf.data.fixed_pairs`.
+        """
+        num_pairs, seed = self.held_out_pair_spec(split)
+        return fixed_pairs(labels, num_pairs, seed=seed)
+
+    def held_out_pair_spec(self, split: str) -> tuple[int, int]:
+        """`(num_pairs, seed)` of `held_out_pairs(split)`."""
+        if split == "calibration":
+            return self.calibration_pairs, self.seeds.calibration_pairs
+        if split == "test":
+            return self.test_pairs, self.seeds.test_pairs
+        raise ValueError(f"held-out pairs are drawn on 'calibration' or 'test', not {split!r}")
+
     def split(self, labels, groups=None) -> Splits:
         """Train / calibration / test rows of a dataset with these labels (and groups), as this
         run splits it.
@@ -206,7 +235,7 @@ class TrainConfig:
             labels,
             calibration_fraction=self.calibration_fraction,
             test_fraction=self.test_fraction,
-            seed=self.seed,
+            seed=self.seeds.split,
             split_by=self.split_by,
             groups=groups,
         )

@@ -1,7 +1,7 @@
 """The evaluation protocols: each scores a finished run's embeddings of one split.
 
-* `verification`: the fixed pair set of the split (the run's own `test_pairs` / seed + 2 on
-  test, `calibration_pairs` / seed + 1 on calibration, as training drew them) scored at the
+* `verification`: the fixed pair set of the split (the run's own test or calibration pairs,
+  rebuilt by `TrainConfig.held_out_pairs` as training drew them) scored at the
   model's calibrated threshold — never re-tuned here — with bootstrap CIs of AUC and EER;
 * `oneshot`: seeded N-way k-shot episodes (several N and k);
 * `retrieval`: recall@k, precision@k and MAP@R, leave-one-out within the split;
@@ -31,6 +31,7 @@ from siamese_tf.evaluation import metrics as eval_metrics
 from siamese_tf.evaluation import oneshot as eval_oneshot
 from siamese_tf.evaluation import retrieval as eval_retrieval
 from siamese_tf.inference import embed
+from siamese_tf.seeds import derive
 from trainers.finished_run import (
     SPLITS,
     Run,
@@ -64,7 +65,8 @@ class EvalOptions:
       plots: write `plots/*.png` (needs matplotlib; skipped with a warning without it).
       projector: write TensorBoard projector files of the split's embeddings.
       projection: "auto", "tsne" or "pca" for the embedding map.
-      seed: seed of pairs, episodes, bootstrap and k-means; None derives them from the run's.
+      seed: the seed whose named sub-seeds (`siamese_tf.seeds`) draw pairs, episodes, bootstrap,
+        k-means and the projection; None: the run's seed.
       batch_size: images per forward pass; 0 uses the run's `eval_batch_size`.
       manual_dir: overrides the run's `manual_dir`.
       data_dir: overrides the run's `data_dir`.
@@ -128,12 +130,15 @@ class EvalOptions:
             )
         if "omniglot_runs" in protocols and not self.runs_zip:
             raise InputError("protocol omniglot_runs needs --runs_zip=PATH/all_runs.zip")
+        if self.seed is not None and self.seed < 0:
+            raise InputError(f"seed must be >= 0, got {self.seed}")
         if self.num_pairs == 1:
             raise InputError("num_pairs must be 0 (the run's pair set) or >= 2")
 
-    def seed_for(self, run: Run, offset: int) -> int:
-        """The seed of one random draw: `seed` when given, else the run's seed + `offset`."""
-        return int(self.seed if self.seed is not None else run.config.seed + offset)
+    def seed_for(self, run: Run, stream: str) -> int:
+        """The sub-seed of one named stream (`siamese_tf.seeds.STREAMS`) of `seed`, else of
+        the run's seed."""
+        return derive(self.seed if self.seed is not None else run.config.seed, stream)
 
 
 def _retrieval_metric(model) -> str:
@@ -178,19 +183,17 @@ def verification_protocol(run: Run, data: SplitData, embeddings, options: EvalOp
       InputError: an uncalibrated model, or a split that cannot form pairs.
     """
     threshold = run.require_threshold()
-    config = run.config
     if options.num_pairs:
-        num_pairs, seed = options.num_pairs, options.seed_for(run, 2)
-    elif data.name in ("test", "all"):
-        num_pairs, seed = config.test_pairs, config.seed + 2
-    else:
-        num_pairs, seed = config.calibration_pairs, config.seed + 1
+        num_pairs, seed = options.num_pairs, options.seed_for(run, "eval_pairs")
+    else:  # The run's own pair set of the split ("all": its test pairs' size and seed).
+        held_out = "calibration" if data.name == "calibration" else "test"
+        num_pairs, seed = run.config.held_out_pair_spec(held_out)
     pairs = fixed_pairs(data.labels, num_pairs, seed=seed)
     distances = model_distances(run.model, embeddings[pairs.a], embeddings[pairs.b])
     report = eval_metrics.verification_report(distances, pairs.same, threshold)
     result = {"pairs": {"num_pairs": len(pairs), "seed": seed}, "report": report}
     if options.bootstrap:
-        boot_seed = options.seed_for(run, 4)
+        boot_seed = options.seed_for(run, "bootstrap")
         result["bootstrap_ci95"] = {
             stat: list(
                 eval_metrics.bootstrap_ci(
@@ -225,7 +228,7 @@ def oneshot_protocol(run: Run, data: SplitData, embeddings, options: EvalOptions
                     k_shot,
                     options.queries,
                     options.episodes,
-                    seed=options.seed_for(run, 3),
+                    seed=options.seed_for(run, "eval_episodes"),
                 )
             except InputError as err:
                 results[key] = {"skipped": str(err)}
@@ -294,7 +297,7 @@ def clustering_protocol(run: Run, data: SplitData, embeddings, options: EvalOpti
             embeddings,
             data.labels,
             n_clusters=options.clusters or None,
-            seed=options.seed_for(run, 5),
+            seed=options.seed_for(run, "clustering"),
         )
     except ValueError as err:
         raise InputError(f"clustering of the {data.name} split: {err}") from None

@@ -146,7 +146,7 @@ def evaluate(workdir: str, protocols, options: EvalOptions | None = None) -> dic
             }
         if can_plot:
             points, method = embedding_map.project_2d(
-                embeddings, options.projection, seed=options.seed_for(run, 6)
+                embeddings, options.projection, seed=options.seed_for(run, "projection")
             )
             _write_plot(
                 lambda: plots.embedding_map_figure(

@@ -230,7 +230,7 @@ def _class_split_counts(classes, calibration: float, test: float, config) -> tup
             classes,
             calibration_fraction=calibration,
             test_fraction=test,
-            seed=config.seed,
+            seed=config.seeds.split,  # as `TrainConfig.split` draws it
             split_by="class",
         )
     except InputError:
@@ -256,7 +256,7 @@ def _split_counts(labels, calibration: float, test: float, config) -> tuple | No
             labels,
             calibration_fraction=calibration,
             test_fraction=test,
-            seed=config.seed,
+            seed=config.seeds.split,  # as `TrainConfig.split` draws it
             split_by="example",
         )
     except InputError:
