@@ -26,6 +26,7 @@ import numpy as np
 from sklearn import metrics as sk_metrics
 
 from siamese_tf.errors import InputError
+from siamese_tf.threshold import same
 
 THRESHOLD_RULES = ("eer", "max_accuracy", "youden", "far=<rate>")
 BOOTSTRAP_STATISTICS = ("auc", "eer")
@@ -440,7 +441,7 @@ def _check_threshold(threshold) -> float:
 
 
 def _at_threshold(d: np.ndarray, s: np.ndarray, threshold: float) -> dict:
-    accepted = d <= threshold
+    accepted = same(d, threshold)
     tp = int(np.sum(accepted & s))
     fp = int(np.sum(accepted & ~s))
     fn = int(np.sum(~accepted & s))
