@@ -105,7 +105,12 @@ RUNS = {
     # XLA compiles the pair-loss step; the triplet losses' mining does not compile yet (see
     # test_xla_compiles_the_triplet_losses).
     "numerics": dict(
-        seed=1, mixed_precision=True, deterministic=True, jit_compile=True, loss="contrastive"
+        seed=1,
+        mixed_precision=True,
+        deterministic=True,
+        jit_compile=True,
+        loss="contrastive",
+        pairs_per_batch=6,
     ),
     "npz": dict(dataset="npz:{tmp}/tiny.npz", image_size=16, encoder="conv4"),
     "stopping": dict(epochs=3, early_stopping_patience=1, early_stopping_metric="val_eer"),
@@ -266,6 +271,8 @@ CHECKS = {
         "data",
         lambda r: set(np.unique(r.batch[1], return_counts=True)[1]) == {3},
     ),
+    # A pair batch is ((a, b), same): 6 pairs, whatever P and K are.
+    "pairs_per_batch": ("numerics", lambda r: r.batch[1].shape == (6,)),
     "class_weighting": (
         "length",
         lambda r, b: not np.array_equal(r.batch[1], b.batch[1]),

@@ -1,5 +1,7 @@
 """SiameseModel: the custom train_step under MirroredStrategy, pair batches, .keras round trip."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -136,11 +138,17 @@ def test_a_model_saved_with_a_metric_other_than_its_loss_loads_and_warns(tmp_pat
     # keep verifying with the metric their threshold was calibrated with.
     loss = losses.TripletSemiHardLoss(margin=0.5)
     model = _bare_model(loss, distance_metric="angular", stats_margin=1.0)
-    assert "differs from its loss's 'L2'" in caplog.text
     path = str(tmp_path / "model.keras")
     model.save(path)
-    loaded = keras.models.load_model(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. Keras' "compile() was not called" on load
+        loaded = keras.models.load_model(path)
+    assert isinstance(loaded.loss, losses.TripletSemiHardLoss)  # compiled as saved
     assert (loaded.distance_metric, loaded.stats_margin) == ("angular", 1.0)
+    assert "differs from its loss" not in caplog.text  # loading is not training
+    images, labels = pk_batch(5)
+    loaded.train_on_batch(images, labels)
+    assert "differs from its loss's 'L2'" in caplog.text
 
 
 @pytest.mark.parametrize(

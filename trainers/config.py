@@ -56,8 +56,11 @@ class TrainConfig:
       cross_batch_memory: N > 0 scores every batch also against the last N training
         embeddings (XBM; P×K batch losses only); 0: off.
       distance_metric: `L2`, `squared-L2` or `angular`.
-      classes_per_batch: P, the classes of a P×K batch (pair losses: P·K pairs per batch).
-      samples_per_class: K, the examples per class of a P×K batch.
+      classes_per_batch: P, the classes of a P×K batch (labelled losses; >= 2).
+      samples_per_class: K, the examples per class of a P×K batch (labelled losses; >= 2, and
+        >= 1 for `arcface`).
+      pairs_per_batch: pairs of a balanced pair batch, half positive and half negative (pair
+        losses `contrastive`, `bce`; >= 2, a multiple of the replicas).
       class_weighting: how classes are drawn: `uniform` or `proportional` to their size.
       augment: stateless random affine distortions, seeded by the step.
       rotate_classes: each training class turned by 90, 180 and 270 degrees becomes 3 new classes.
@@ -114,6 +117,7 @@ class TrainConfig:
     distance_metric: str = "L2"
     classes_per_batch: int = 10
     samples_per_class: int = 8
+    pairs_per_batch: int = 80
     class_weighting: str = "uniform"
     augment: bool = False
     rotate_classes: bool = False
@@ -141,8 +145,6 @@ class TrainConfig:
     def __post_init__(self):
         positive = (
             "embedding_dim",
-            "classes_per_batch",
-            "samples_per_class",
             "epochs",
             "steps_per_epoch",
             "calibration_pairs",
@@ -153,10 +155,6 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.classes_per_batch < 2:
-            raise InputError(
-                f"classes_per_batch must be >= 2 to form negatives, got {self.classes_per_batch}"
-            )
         if self.oneshot_ways < 2:
             raise InputError(f"oneshot_ways must be >= 2, got {self.oneshot_ways}")
         if self.oneshot_episodes < 0:
@@ -177,7 +175,7 @@ class TrainConfig:
         for name in ("learning_rate", "margin"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
-        # The loss, its hyperparameters and the batches it needs (trainers/losses.py).
+        # The loss, its hyperparameters and its batch: P and K, or pairs (trainers/losses.py).
         losses.check(self)
 
     def to_json(self) -> str:

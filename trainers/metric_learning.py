@@ -173,9 +173,13 @@ def build_model(config: TrainConfig, image_shape, num_classes: int | None = None
 
 
 def replica_dataset(
-    config: TrainConfig, train: Source, replica_classes: int, stream: int, start_element: int
+    config: TrainConfig, train: Source, replica_units: int, stream: int, start_element: int
 ) -> tf.data.Dataset:
-    """One replica's (or input pipeline's) batches: P×K or balanced pairs, augmented if set."""
+    """One replica's (or input pipeline's) batches, augmented if set.
+
+    `replica_units` is its share of the global batch (`trainers.losses.batch_units`): P
+    classes of K examples each for labelled losses, or balanced pairs for pair losses.
+    """
     common = dict(
         seed=config.seeds.sampling,
         start_step=start_element,
@@ -186,12 +190,12 @@ def replica_dataset(
     if config.loss in LABELLED_LOSSES:
         ds = pk_batches(
             train,
-            classes_per_batch=replica_classes,
+            classes_per_batch=replica_units,
             samples_per_class=config.samples_per_class,
             **common,
         )
     else:
-        ds = balanced_pairs(train, batch_size=replica_classes * config.samples_per_class, **common)
+        ds = balanced_pairs(train, batch_size=replica_units, **common)
     if config.augment:
         ds = augment_by_step(
             ds,
@@ -206,10 +210,10 @@ def replica_dataset(
 def make_train_dataset(config: TrainConfig, train: Source, strategy, start_step: int = 0):
     """The training input: per-replica pipelines from global step `start_step` on."""
 
-    def make(replica_classes, stream, start_element):
-        return replica_dataset(config, train, replica_classes, stream, start_element)
+    def make(replica_units, stream, start_element):
+        return replica_dataset(config, train, replica_units, stream, start_element)
 
-    return distribute_pk_dataset(strategy, make, config.classes_per_batch, start_step)
+    return distribute_pk_dataset(strategy, make, run_losses.batch_units(config), start_step)
 
 
 # 1-NN accuracy is measured on at most this many test examples (evenly spaced rows), each
@@ -372,8 +376,8 @@ def train_and_evaluate(
 
 def _per_replica_spec(config, train, strategy):
     """Element spec of one replica's batches (what `train_step` sees)."""
-    replica_classes = classes_per_replica(strategy, config.classes_per_batch)
-    return replica_dataset(config, train, replica_classes, stream=0, start_element=0).element_spec
+    replica_units = classes_per_replica(strategy, run_losses.batch_units(config))
+    return replica_dataset(config, train, replica_units, stream=0, start_element=0).element_spec
 
 
 def _train_and_report(

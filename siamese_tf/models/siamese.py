@@ -136,23 +136,6 @@ class SiameseModel(keras.Model):
             return self._stats_margin
         return loss_settings(getattr(self, "loss", None)).get("stats_margin", 1.0)
 
-    def compile(self, *args, **kwargs):
-        """`keras.Model.compile`; warns when the model's distance metric differs from its loss's.
-
-        Verification would then measure pairs by another distance than training mined with.
-        A warning, not an error: a model saved that way must still load.
-        """
-        super().compile(*args, **kwargs)
-        held = loss_settings(getattr(self, "loss", None)).get("distance_metric")
-        if held is not None and self._distance_metric not in (None, held):
-            log.warning(
-                "SiameseModel(distance_metric=%r) differs from its loss's %r: pairs are "
-                "verified with %r; leave distance_metric unset to use the loss's",
-                self._distance_metric,
-                held,
-                self._distance_metric,
-            )
-
     def call(self, inputs, training=None):
         """Embeds a batch of images; given a pair batch `(images_a, images_b)`, scores it.
 
@@ -244,8 +227,23 @@ class SiameseModel(keras.Model):
         return loss, stats, batch_size
 
     def _check_batch_kind(self, pairs):
-        """Refuses (at trace time) a batch layout the compiled loss cannot score."""
+        """Refuses (at trace time) a batch layout the compiled loss cannot score.
+
+        Also warns when the model was given a distance metric other than its loss's: pairs
+        would be verified by another distance than training mines with. A warning, not an
+        error, and only when training or testing: models saved that way keep loading.
+        (`compile` is not overridden for this: Keras would then skip compiling on load.)
+        """
         loss = getattr(self, "loss", None)
+        held = loss_settings(loss).get("distance_metric")
+        if held is not None and self._distance_metric not in (None, held):
+            log.warning(
+                "SiameseModel(distance_metric=%r) differs from its loss's %r: pairs are "
+                "verified with %r; leave distance_metric unset to use the loss's",
+                self._distance_metric,
+                held,
+                self._distance_metric,
+            )
         batch_loss = isinstance(loss, losses_lib._BatchLoss)  # noqa: SLF001
         proxy_loss = isinstance(loss, losses_lib.ArcFaceLoss) or self.proxies is not None
         if pairs and (batch_loss or proxy_loss or self.memory is not None):
