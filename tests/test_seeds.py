@@ -9,14 +9,15 @@ from siamese_tf import seeds
 from trainers.config import TrainConfig
 
 
-def test_every_stream_of_a_seed_has_its_own_sub_seed():
+def test_every_stream_of_every_seed_has_its_own_sub_seed():
     for seed in range(50):
         values = dataclasses.astuple(seeds.RunSeeds.of(seed))
         assert len(set(values)) == len(seeds.STREAMS), seed
         assert all(0 <= v < 2**31 for v in values)
-    # Neighbouring run seeds share no sub-seed of the same stream (`seed + 1` offsets did).
-    for name in seeds.STREAMS:
-        assert len({seeds.derive(s, name) for s in range(200)}) == 200, name
+    # Across neighbouring run seeds too: with `seed + 1` offsets, seed 0's calibration pairs
+    # were seed 1's split.
+    every = [seeds.derive(s, name) for s in range(100) for name in seeds.STREAMS]
+    assert len(set(every)) == len(every)
 
 
 def test_sub_seeds_are_stable():
