@@ -122,11 +122,12 @@ class Verification(EvalProtocol):
         run, data, options = context.run, context.data, context.options
         threshold = run.require_threshold()
         if options.num_pairs:
-            num_pairs, seed = options.num_pairs, options.seed_for(run, "eval_pairs")
+            seed = options.seed_for(run, "eval_pairs")
+            pairs = fixed_pairs(data.labels, options.num_pairs, seed=seed)
         else:  # The run's own pair set of the split ("all": its test pairs' size and seed).
             held_out = "calibration" if data.name == "calibration" else "test"
-            num_pairs, seed = run.config.held_out_pair_spec(held_out)
-        pairs = fixed_pairs(data.labels, num_pairs, seed=seed)
+            pairs = run.config.held_out_pairs(held_out, data.labels)
+            seed = run.config.held_out_pair_spec(held_out)[1]
         embeddings = context.embeddings
         distances = model_distances(run.model, embeddings[pairs.a], embeddings[pairs.b])
         report = eval_metrics.verification_report(distances, pairs.same, threshold)
