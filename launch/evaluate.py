@@ -62,7 +62,12 @@ flags.DEFINE_enum(
     ["auto", "tsne", "pca"],
     "Embedding map projection: auto is t-SNE up to 3000 points, PCA beyond.",
 )
-flags.DEFINE_integer("seed", None, "Seed of pairs / episodes / bootstrap; default: the run's.")
+flags.DEFINE_integer(
+    "seed",
+    None,
+    "Seed of pairs / episodes / bootstrap / k-means / projection (each drawn from its named "
+    "sub-seed); default: the run's.",
+)
 flags.DEFINE_integer("batch_size", 0, "Images per forward pass (0: the run's eval_batch_size).")
 flags.DEFINE_string("manual_dir", "", "Overrides the run's manual_dir (the data moved).")
 flags.DEFINE_string("data_dir", "", "Overrides the run's TFDS data_dir.")

@@ -32,7 +32,9 @@ flags.DEFINE_string("cluster", None, "A folder of images to cluster (searched re
 flags.DEFINE_integer("k", None, "--cluster: the number of clusters.")
 flags.DEFINE_string("out", "", "--cluster: the CSV to write (WORKDIR/predict/clusters.csv).")
 flags.DEFINE_float("threshold", None, "Distance threshold instead of the model's calibrated one.")
-flags.DEFINE_integer("seed", None, "--cluster: k-means seed (default: the run's seed).")
+flags.DEFINE_integer(
+    "seed", None, "--cluster: seeds k-means by its named sub-seed (default: the run's seed)."
+)
 flags.DEFINE_integer("batch_size", 0, "Images per forward pass (0: the run's eval_batch_size).")
 flags.DEFINE_bool("json", False, "Print one JSON object per result instead of text lines.")
 FLAGS = flags.FLAGS

@@ -18,6 +18,7 @@ from siamese_tf.errors import InputError
 from siamese_tf.evaluation.episodes import episode_rows, source_episodes
 from siamese_tf.evaluation.oneshot import n_way_k_shot_accuracy
 from siamese_tf.inference import embed, pair_set_distances
+from siamese_tf.threshold import is_calibrated
 
 # Stable TensorBoard names of the calibration summaries (under `<log_dir>/calibration`).
 SUMMARY_SUBDIR = "calibration"
@@ -175,6 +176,24 @@ class ThresholdCalibration(keras.callbacks.Callback):
         if step is not None:
             self.write_summaries(distances, summary["threshold"], step)
         return summary
+
+    def ensure_calibrated(self, model) -> dict | None:
+        """Calibrates `model` now unless its threshold is already set.
+
+        For the end of training: a resumed run that had already finished trains no epoch, so
+        no epoch end calibrated the model it restored. Runs on host.
+
+        Args:
+          model: the model to calibrate (becomes this callback's model).
+
+        Returns:
+          The `calibrate` summary, or None when the model was already calibrated (or gives
+          non-finite distances).
+        """
+        if is_calibrated(model.threshold):
+            return None
+        self.set_model(model)
+        return self.calibrate()
 
     def write_summaries(self, distances, threshold: float, step: int) -> None:
         """Writes the ROC / histogram summaries of calibration distances (no-op without a writer).

@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from siamese_tf.data import images as images_lib
 from siamese_tf.errors import InputError
-from siamese_tf.models.siamese import UNCALIBRATED
+from siamese_tf.threshold import is_calibrated, same
 
 SIGNATURES = ("embed", "verify")
 
@@ -117,7 +117,7 @@ class ServingModule(tf.Module):
         """
         emb_a, emb_b = self._embed(images_a), self._embed(images_b)
         distance = tf.reshape(tf.cast(self._pair_distances(emb_a, emb_b), tf.float32), [-1])
-        return {"distance": distance, "same": distance <= self.threshold}
+        return {"distance": distance, "same": same(distance, self.threshold)}
 
 
 def export_saved_model(
@@ -143,7 +143,7 @@ def export_saved_model(
         non-empty folder (without `overwrite`), or the model's input shape is not known.
     """
     threshold = float(np.asarray(_tf_variable(model.threshold).numpy()))
-    if threshold == UNCALIBRATED and not allow_uncalibrated:
+    if not is_calibrated(threshold) and not allow_uncalibrated:
         raise InputError(
             "the model is uncalibrated (threshold -1): verify would never say 'same'; calibrate "
             "it (train with a calibration split) or pass allow_uncalibrated (--allow_uncalibrated)"

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from siamese_tf.data.source import Source
+from siamese_tf.threshold import is_calibrated
 
 
 def embed(model, images, batch_size: int = 512) -> np.ndarray:
@@ -146,7 +147,7 @@ def evaluate_verification(
 
     if threshold is None:
         threshold = float(np.asarray(model.threshold))
-        if threshold < 0:
+        if not is_calibrated(threshold):
             raise InputError(
                 "the model is uncalibrated (threshold -1): fit it with a ThresholdCalibration "
                 "callback, or pass threshold="

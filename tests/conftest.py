@@ -46,15 +46,14 @@ def make_finished_run(path):
     import keras
 
     from siamese_tf.callbacks import ThresholdCalibration
-    from siamese_tf.data import fixed_pairs
     from trainers import metric_learning
     from trainers import workdir as wd
 
     config = _tiny_config()
-    keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(config.seeds.initialisation)
     data = metric_learning.prepare_data(config)
     model = metric_learning.build_model(config, data.source.image_shape)
-    pairs = fixed_pairs(data.calibration.labels, config.calibration_pairs, seed=config.seed + 1)
+    pairs = config.held_out_pairs("calibration", data.calibration.labels)
     calibration = ThresholdCalibration(data.calibration.images, pairs, rule=config.threshold_rule)
     calibration.set_model(model)
     calibration.calibrate()

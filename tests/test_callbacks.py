@@ -159,6 +159,20 @@ def test_calibrates_inside_fit_and_logs_reach_history(calibration_set):
     assert float(model.threshold.numpy()) == pytest.approx(history.history["val_threshold"][-1])
 
 
+def test_ensure_calibrated_calibrates_only_an_uncalibrated_model(calibration_set):
+    _, images, pairs, distances = calibration_set
+    model = PointModel()
+    model.build((None, 1, 1))
+    callback = ThresholdCalibration(images, pairs)
+    summary = callback.ensure_calibrated(model)  # e.g. a finished run resumed: no epoch end
+    expected = eval_metrics.calibrate(distances, pairs.same)["threshold"]
+    assert summary["threshold"] == pytest.approx(expected)
+    assert float(model.threshold.numpy()) == pytest.approx(expected, rel=1e-6)
+    model.threshold.assign(0.123)  # Already calibrated: left alone.
+    assert callback.ensure_calibrated(model) is None
+    assert float(model.threshold.numpy()) == pytest.approx(0.123)
+
+
 def test_from_labels_takes_arrays_or_a_source_and_refuses_encoded_images(calibration_set):
     from siamese_tf.data import Source
 

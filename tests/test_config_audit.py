@@ -46,7 +46,7 @@ def test_cross_replica_mining_flag_mines_over_the_global_batch(tmp_path, two_cpu
     batch = next(iter(metric_learning.make_train_dataset(config, data.train, two_cpus)))
     halves = [two_cpus.experimental_local_results(part) for part in batch]
     images, labels = (np.concatenate([np.asarray(h) for h in part]) for part in halves)
-    keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(config.seeds.initialisation)
     model = metric_learning.build_model(config, data.source.image_shape)
     loss_fn = losses_lib.TripletSemiHardLoss(margin=config.margin)
     embeddings = model(images, training=True)
@@ -101,11 +101,19 @@ RUNS = {
         max_steps=7,
         lr_schedule="cosine",
         class_weighting="proportional",
+        # Classes of 40 and 10 examples: on digits' near-equal classes proportional draws are
+        # almost always the uniform ones, so the weighting would be unobservable.
+        dataset="npz:{tmp}/skewed.npz",
     ),
     # XLA compiles the pair-loss step; the triplet losses' mining does not compile yet (see
     # test_xla_compiles_the_triplet_losses).
     "numerics": dict(
-        seed=1, mixed_precision=True, deterministic=True, jit_compile=True, loss="contrastive"
+        seed=1,
+        mixed_precision=True,
+        deterministic=True,
+        jit_compile=True,
+        loss="contrastive",
+        pairs_per_batch=6,
     ),
     "npz": dict(dataset="npz:{tmp}/tiny.npz", image_size=16, encoder="conv4"),
     "stopping": dict(epochs=3, early_stopping_patience=1, early_stopping_metric="val_eer"),
@@ -222,6 +230,9 @@ def runs(tmp_path_factory):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (192, 6, 6, 1), dtype=np.uint8)
     np.savez(tmp / "tiny.npz", images=images, labels=np.repeat(np.arange(12), 16))
+    skewed = np.repeat(np.arange(10), [40] * 5 + [10] * 5)
+    pixels = rng.integers(0, 256, (skewed.size, 8, 8, 1), dtype=np.uint8)
+    np.savez(tmp / "skewed.npz", images=pixels, labels=skewed)
     done = {}
 
     def get(name):
@@ -230,6 +241,14 @@ def runs(tmp_path_factory):
         return done[name]
 
     return get
+
+
+def _drawn_as_uniform(run):
+    """Whether the run's first batch is the one uniform class weighting draws on its data."""
+    uniform = dataclasses.replace(run.config, class_weighting="uniform")
+    strategy = tf.distribute.get_strategy()
+    batch = next(iter(metric_learning.make_train_dataset(uniform, run.data.train, strategy)))
+    return np.array_equal(np.asarray(batch[1]), run.batch[1])
 
 
 def _first_lr(run):
@@ -268,10 +287,9 @@ CHECKS = {
         "data",
         lambda r: set(np.unique(r.batch[1], return_counts=True)[1]) == {3},
     ),
-    "class_weighting": (
-        "length",
-        lambda r, b: not np.array_equal(r.batch[1], b.batch[1]),
-    ),
+    # A pair batch is ((a, b), same): 6 pairs, whatever P and K are.
+    "pairs_per_batch": ("numerics", lambda r: r.batch[1].shape == (6,)),
+    "class_weighting": ("length", lambda r: not _drawn_as_uniform(r)),
     "augment": (
         "model",
         lambda r, b: (

@@ -170,7 +170,7 @@ def test_worker_errors_go_to_stderr(tmp_path):
         "multiworker", "--num_workers=1", "--", f"--workdir={tmp_path}", "--samples_per_class=0"
     )
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "[worker 0] error: samples_per_class must be" in result.stderr
+    assert "[worker 0] error: --samples_per_class must be" in result.stderr
     assert "error" not in result.stdout
 
 

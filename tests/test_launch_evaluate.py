@@ -71,11 +71,12 @@ def test_verification_reproduces_the_training_report(workdir):
     for name in ("test_roc_curve.png", "test_distance_histograms.png", "test_embedding_map.png"):
         assert (workdir / "plots" / name).read_bytes().startswith(b"\x89PNG"), name
     assert set(saved["plots"]) == {"roc_curve", "distance_histograms", "embedding_map"}
-    # On the calibration split the training pair set is the calibration one (seed + 1).
+    # On the calibration split the training pair set is the calibration one (its named seed).
     cal = evaluation.evaluate(
         str(workdir), "verification", dataclasses.replace(FAST, split="calibration", plots=False)
     )
-    assert cal["verification"]["pairs"]["seed"] == TINY.seed + 1
+    assert cal["verification"]["pairs"]["seed"] == TINY.seeds.calibration_pairs
+    assert result["pairs"]["seed"] == TINY.seeds.test_pairs
     assert "optimistic" in cal["verification"]["note"]
     assert (workdir / "eval" / "verification_calibration.json").exists()
     assert json.loads((workdir / "eval" / "verification.json").read_text()) == saved
@@ -283,3 +284,26 @@ def test_each_protocol_runs_on_its_own(workdir):
     assert (workdir / "eval" / "oneshot.json").exists()
     with pytest.raises(InputError, match="--ways must be >= 2"):
         evaluation.evaluate(str(workdir), "oneshot", dataclasses.replace(FAST, ways=(1, 5)))
+
+
+def test_protocols_share_one_interface_and_evaluate_names_none(workdir, monkeypatch):
+    for name, protocol in eval_protocols.PROTOCOLS.items():
+        assert protocol.name == name and isinstance(protocol, eval_protocols.EvalProtocol)
+
+    class Count(eval_protocols.EvalProtocol):
+        """A protocol `evaluate` has never heard of: registered, it runs like the others."""
+
+        name = "count"
+
+        def run(self, context):
+            return {"examples": int(len(context.data.labels))}
+
+        def headline(self, result):
+            return {"examples": result["examples"]}
+
+    monkeypatch.setitem(eval_protocols.PROTOCOLS, "count", Count())
+    options = dataclasses.replace(FAST, plots=False)
+    result = evaluation.evaluate(str(workdir), "count,clustering", options)["count"]
+    assert result["status"] == "ok" and result["examples"] == result["data"]["num_examples"]
+    assert evaluation.headline("count", result) == {"examples": result["examples"]}
+    assert (workdir / "eval" / "count.json").exists()

@@ -53,6 +53,8 @@ def test_cli_trains_a_tiny_run(tmp_path):
         # P×K-only settings with a pair loss, and the reverse: too few examples per class.
         (["--loss=contrastive", "--cross_batch_memory=64"], "--cross_batch_memory needs a P×K"),
         (["--loss=supcon", "--samples_per_class=1"], "--samples_per_class must be >= 2"),
+        (["--loss=contrastive", "--pairs_per_batch=1"], "--pairs_per_batch must be >= 2"),
+        (["--classes_per_batch=1"], "--classes_per_batch must be >= 2"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_workdir(tmp_path, args, message):
@@ -63,6 +65,25 @@ def test_bad_input_is_one_line_exit_2_and_no_workdir(tmp_path, args, message):
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr
     assert not workdir.exists()
+
+
+def test_pair_losses_draw_pairs_per_batch_and_leave_p_and_k_alone(tmp_path):
+    # P and K size P×K batches only: a pair loss takes --pairs_per_batch, whatever they are.
+    workdir = tmp_path / "run"
+    result = run_train(
+        f"--workdir={workdir}",
+        "--loss=contrastive",
+        "--pairs_per_batch=6",
+        "--classes_per_batch=1",
+        "--samples_per_class=1",
+        "--epochs=1",
+        "--steps_per_epoch=2",
+        "--calibration_pairs=40",
+        "--test_pairs=40",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["pairs_per_batch"] == 6 and config["loss"] == "contrastive"
 
 
 def test_unwritable_workdir_is_rejected():

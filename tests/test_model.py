@@ -1,5 +1,7 @@
 """SiameseModel: the custom train_step under MirroredStrategy, pair batches, .keras round trip."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -101,6 +103,52 @@ def test_keras_round_trip_in_safe_mode(tmp_path):
 
 def test_new_model_is_uncalibrated():
     assert float(make_model().threshold.numpy()) == UNCALIBRATED
+
+
+def _bare_model(loss, **kwargs):
+    model = SiameseModel(build_encoder("conv_small", SHAPE, 16), **kwargs)
+    model.compile(optimizer="sgd", loss=loss)
+    model.build((None, *SHAPE))
+    return model
+
+
+def test_distance_metric_and_margin_come_from_the_compiled_loss(tmp_path):
+    loss = losses.TripletSemiHardLoss(margin=0.3, distance_metric="angular")
+    model = _bare_model(loss)
+    assert (model.distance_metric, model.stats_margin) == ("angular", 0.3)
+    images, _ = pk_batch(4)
+    emb = model(images)
+    expected = 1.0 - np.sum(emb[:4] * emb[4:8], axis=1)  # angular: unit embeddings
+    np.testing.assert_allclose(model.pair_distances(emb[:4], emb[4:8]), expected, atol=1e-5)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    for compiled in (True, False):  # finished runs load uncompiled: saved as resolved
+        loaded = keras.models.load_model(path, compile=compiled)
+        assert (loaded.distance_metric, loaded.stats_margin) == ("angular", 0.3), compiled
+    # A loss without them: the model's own, else the defaults.
+    assert (_bare_model(losses.ContrastiveLoss(margin=0.7)).stats_margin) == 0.7
+    plain = _bare_model(losses.MultiSimilarityLoss())
+    assert (plain.distance_metric, plain.stats_margin) == ("L2", 1.0)
+    given = _bare_model(losses.SupConLoss(), distance_metric="squared-L2", stats_margin=0.2)
+    assert (given.distance_metric, given.stats_margin) == ("squared-L2", 0.2)
+
+
+def test_a_model_saved_with_a_metric_other_than_its_loss_loads_and_warns(tmp_path, caplog):
+    # Models saved before the metric was read from the loss carry both: they keep loading, and
+    # keep verifying with the metric their threshold was calibrated with.
+    loss = losses.TripletSemiHardLoss(margin=0.5)
+    model = _bare_model(loss, distance_metric="angular", stats_margin=1.0)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. Keras' "compile() was not called" on load
+        loaded = keras.models.load_model(path)
+    assert isinstance(loaded.loss, losses.TripletSemiHardLoss)  # compiled as saved
+    assert (loaded.distance_metric, loaded.stats_margin) == ("angular", 1.0)
+    assert "differs from its loss" not in caplog.text  # loading is not training
+    images, labels = pk_batch(5)
+    loaded.train_on_batch(images, labels)
+    assert "differs from its loss's 'L2'" in caplog.text
 
 
 @pytest.mark.parametrize(

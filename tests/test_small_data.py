@@ -67,8 +67,15 @@ def test_batch_fits_the_training_split():
         small_data.fit_batch(TrainConfig(samples_per_class=4), train, adaptable=())
     with pytest.raises(InputError, match="set --samples_per_class=6$"):
         small_data.fit_batch(TrainConfig(classes_per_batch=2), train, adaptable=())
-    # Pair losses draw any number of pairs from 2+ classes.
+    # Pair losses draw any number of pairs from 2+ classes; the replicas share them evenly.
     assert small_data.fit_batch(TrainConfig(loss="contrastive"), train, ())[1] == []
+    pairs = TrainConfig(loss="bce", pairs_per_batch=7)
+    with pytest.raises(InputError, match="=7 does not .* set --pairs_per_batch=6$"):
+        small_data.fit_batch(pairs, train, (), replicas=2)
+    fitted, notes = small_data.fit_batch(pairs, train, ("pairs_per_batch",), replicas=4)
+    assert fitted.pairs_per_batch == 8 and notes == [
+        "--pairs_per_batch=8 (a multiple of the 4 replicas)"
+    ]
 
 
 def test_one_class_and_single_example_classes_are_refused_by_name():

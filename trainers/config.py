@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from siamese_tf.data import Splits, split_indices
+from siamese_tf.data import PairSet, Splits, fixed_pairs, split_indices
 from siamese_tf.data.sampling import CLASS_WEIGHTINGS
 from siamese_tf.data.splits import SPLIT_BY
 from siamese_tf.distances import METRICS
 from siamese_tf.errors import InputError
 from siamese_tf.losses import ARCFACE_VARIANTS
 from siamese_tf.models.encoders import ENCODERS
+from siamese_tf.seeds import RunSeeds
 from trainers import losses
 
 # The settings with a fixed set of values: enum flags in `launch/`, checked here for configs
@@ -72,8 +73,11 @@ class TrainConfig:
       cross_batch_memory: N > 0 scores every batch also against the last N training
         embeddings (XBM; P×K batch losses only); 0: off.
       distance_metric: `L2`, `squared-L2` or `angular`.
-      classes_per_batch: P, the classes of a P×K batch (pair losses: P·K pairs per batch).
-      samples_per_class: K, the examples per class of a P×K batch.
+      classes_per_batch: P, the classes of a P×K batch (labelled losses; >= 2).
+      samples_per_class: K, the examples per class of a P×K batch (labelled losses; >= 2, and
+        >= 1 for `arcface`).
+      pairs_per_batch: pairs of a balanced pair batch, half positive and half negative (pair
+        losses `contrastive`, `bce`; >= 2, a multiple of the replicas).
       class_weighting: how classes are drawn: `uniform` or `proportional` to their size.
       augment: stateless random affine distortions, seeded by the step.
       rotate_classes: each training class turned by 90, 180 and 270 degrees becomes 3 new classes.
@@ -82,7 +86,8 @@ class TrainConfig:
       epochs: epochs of the run.
       steps_per_epoch: training steps per epoch (the threshold is calibrated after each).
       max_steps: stop after this many steps in all; 0: epochs x steps_per_epoch.
-      seed: the one seed of the run: split, sampling, augmentation, initialisation.
+      seed: the one seed of the run (>= 0): the split, sampling, augmentation, initialisation,
+        pair sets and episodes each draw from their own named sub-seed of it.
       deterministic: TensorFlow op determinism (bit-identical runs and resumes).
       mixed_precision: float16 compute (float32 distances and mining); for GPUs.
       jit_compile: compile the train step with XLA.
@@ -129,6 +134,7 @@ class TrainConfig:
     distance_metric: str = "L2"
     classes_per_batch: int = 10
     samples_per_class: int = 8
+    pairs_per_batch: int = 80
     class_weighting: str = "uniform"
     augment: bool = False
     rotate_classes: bool = False
@@ -156,8 +162,6 @@ class TrainConfig:
     def __post_init__(self):
         positive = (
             "embedding_dim",
-            "classes_per_batch",
-            "samples_per_class",
             "epochs",
             "steps_per_epoch",
             "calibration_pairs",
@@ -168,10 +172,6 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.classes_per_batch < 2:
-            raise InputError(
-                f"classes_per_batch must be >= 2 to form negatives, got {self.classes_per_batch}"
-            )
         if self.oneshot_ways < 2:
             raise InputError(f"oneshot_ways must be >= 2, got {self.oneshot_ways}")
         if self.oneshot_episodes < 0:
@@ -180,6 +180,8 @@ class TrainConfig:
             raise InputError(
                 f"early_stopping_patience must be >= 0 (0: off), got {self.early_stopping_patience}"
             )
+        if self.seed < 0:
+            raise InputError(f"seed must be >= 0, got {self.seed}")
         if self.max_steps < 0 or self.save_every_steps < 0:
             raise InputError("max_steps and save_every_steps must be >= 0 (0 disables them)")
         for name, choices in CHOICES.items():
@@ -190,7 +192,7 @@ class TrainConfig:
         for name in ("learning_rate", "margin"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
-        # The loss, its hyperparameters and the batches it needs (trainers/losses.py).
+        # The loss, its hyperparameters and its batch: P and K, or pairs (trainers/losses.py).
         losses.check(self)
 
     def to_json(self) -> str:
@@ -210,6 +212,31 @@ class TrainConfig:
         total = self.epochs * self.steps_per_epoch
         return min(total, self.max_steps) if self.max_steps else total
 
+    @property
+    def seeds(self) -> RunSeeds:
+        """The run's named sub-seeds (`siamese_tf.seeds`): the one place each is decided."""
+        return RunSeeds.of(self.seed)
+
+    def held_out_pairs(self, split: str, labels) -> PairSet:
+        """The fixed pair set this run draws on a held-out split, "calibration" or "test".
+
+        The one place these pair sets are drawn: training calibrates and reports on them, and
+        evaluation rebuilds them through this method (the same size and named sub-seed).
+
+        Raises:
+          InputError: see `siamese_tf.data.fixed_pairs`.
+        """
+        num_pairs, seed = self.held_out_pair_spec(split)
+        return fixed_pairs(labels, num_pairs, seed=seed)
+
+    def held_out_pair_spec(self, split: str) -> tuple[int, int]:
+        """`(num_pairs, seed)` of `held_out_pairs(split)`."""
+        if split == "calibration":
+            return self.calibration_pairs, self.seeds.calibration_pairs
+        if split == "test":
+            return self.test_pairs, self.seeds.test_pairs
+        raise ValueError(f"held-out pairs are drawn on 'calibration' or 'test', not {split!r}")
+
     def split(self, labels, groups=None) -> Splits:
         """Train / calibration / test rows of a dataset with these labels (and groups), as this
         run splits it.
@@ -223,7 +250,7 @@ class TrainConfig:
             labels,
             calibration_fraction=self.calibration_fraction,
             test_fraction=self.test_fraction,
-            seed=self.seed,
+            seed=self.seeds.split,
             split_by=self.split_by,
             groups=groups,
         )

@@ -1,7 +1,7 @@
 """The evaluation protocols: each scores a finished run's embeddings of one split.
 
-* `verification`: the fixed pair set of the split (the run's own `test_pairs` / seed + 2 on
-  test, `calibration_pairs` / seed + 1 on calibration, as training drew them) scored at the
+* `verification`: the fixed pair set of the split (the run's own test or calibration pairs,
+  rebuilt by `TrainConfig.held_out_pairs` as training drew them) scored at the
   model's calibrated threshold — never re-tuned here — with bootstrap CIs of AUC and EER;
 * `oneshot`: seeded N-way k-shot episodes (several N and k);
 * `retrieval`: recall@k, precision@k and MAP@R, leave-one-out within the split;
@@ -9,20 +9,21 @@
 * `omniglot_runs`: the 20 official 20-way one-shot runs of Lake et al. (2015), read straight
   from `all_runs.zip` (no split needed).
 
-The metrics themselves are numpy code in `siamese_tf.evaluation`; this module picks the data,
+Each is an `EvalProtocol` in the `PROTOCOLS` registry (`name`, `uses_split`, `run(context)`,
+`headline(result)`), so `trainers.evaluation.evaluate` runs any of them the same way. The
+metrics themselves are numpy code in `siamese_tf.evaluation`; this module picks the data,
 seeds and model distances for them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 
 import numpy as np
 
-from siamese_tf import embedding_map
 from siamese_tf import evaluation as eval_metrics
+from siamese_tf import plots
 from siamese_tf.data import fixed_pairs
 from siamese_tf.data.images import decode_encoded_images
 from siamese_tf.data.one_shot_runs import read_omniglot_runs
@@ -32,109 +33,11 @@ from siamese_tf.evaluation import oneshot as eval_oneshot
 from siamese_tf.evaluation import retrieval as eval_retrieval
 from siamese_tf.evaluation.episodes import source_episodes
 from siamese_tf.inference import embed
-from trainers.finished_run import (
-    SPLITS,
-    Run,
-    SplitData,
-    check_finite,
-    check_split_dataset,
-    model_distances,
-)
+from trainers.eval_context import EvalContext, EvalOptions
+from trainers.finished_run import Run, SplitData, check_finite, model_distances
 
-PROTOCOLS = ("verification", "oneshot", "retrieval", "clustering", "omniglot_runs")
 # (query, support) pairs a pair-head model scores per chunk of one-shot episodes.
 _MAX_HEAD_PAIRS = 1 << 18
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalOptions:
-    """Options of `evaluate` (defaults: the flags' defaults).
-
-    Attributes:
-      split: "test" or "calibration" of the run's data, or "all" of `dataset`.
-      num_pairs: verification pairs; 0 uses the run's own pair set of the split (on "all":
-        the run's `test_pairs`).
-      bootstrap: bootstrap resamples of the AUC / EER intervals (0: none).
-      ways: N of the N-way k-shot episodes (each >= 2).
-      shots: k of the episodes.
-      queries: queries per class and episode.
-      episodes: episodes per (N, k).
-      ks: the k of recall@k and precision@k.
-      clusters: k-means clusters; 0 uses the number of classes.
-      runs_zip: `all_runs.zip` for `omniglot_runs`.
-      plots: write `plots/*.png` (needs matplotlib; skipped with a warning without it).
-      projector: write TensorBoard projector files of the split's embeddings.
-      projection: "auto", "tsne" or "pca" for the embedding map.
-      seed: seed of pairs, episodes, bootstrap and k-means; None derives them from the run's.
-      batch_size: images per forward pass; 0 uses the run's `eval_batch_size`.
-      manual_dir: overrides the run's `manual_dir`.
-      data_dir: overrides the run's `data_dir`.
-      dataset: another dataset spec to score whole (with split "all"), e.g. classes training
-        never saw; empty: the run's own data.
-    """
-
-    split: str = "test"
-    num_pairs: int = 0
-    bootstrap: int = 1000
-    ways: tuple = (5, 20)
-    shots: tuple = (1,)
-    queries: int = 1
-    episodes: int = 1000
-    ks: tuple = (1, 2, 4, 8)
-    clusters: int = 0
-    runs_zip: str = ""
-    plots: bool = True
-    projector: bool = False
-    projection: str = "auto"
-    seed: int | None = None
-    batch_size: int = 0
-    manual_dir: str = ""
-    data_dir: str = ""
-    dataset: str = ""
-
-    def check(self, protocols) -> None:
-        """Validates the options for the given protocols (before anything is loaded).
-
-        Raises:
-          InputError: an unknown protocol, split or projection, or a bad size.
-        """
-        unknown = [p for p in protocols if p not in PROTOCOLS]
-        if unknown or not protocols:
-            raise InputError(
-                f"unknown protocol {', '.join(unknown) or '(none)'}; choose from: "
-                f"{', '.join(PROTOCOLS)} (comma-separated for several)"
-            )
-        if self.split not in SPLITS:
-            raise InputError(f"unknown split {self.split!r}; choose one of: {', '.join(SPLITS)}")
-        check_split_dataset(self.split, self.dataset)
-        if self.projection not in embedding_map.PROJECTIONS:
-            raise InputError(
-                f"unknown projection {self.projection!r}; choose one of "
-                f"{', '.join(embedding_map.PROJECTIONS)}"
-            )
-        for name in ("num_pairs", "bootstrap", "clusters", "batch_size"):
-            if getattr(self, name) < 0:
-                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("queries", "episodes"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("ways", "shots", "ks"):
-            values = getattr(self, name)
-            if not values or any(int(v) != v or v < 1 for v in values):
-                raise InputError(f"{name} must be positive integers, got {list(values)}")
-        if min(self.ways) < 2:
-            raise InputError(
-                f"--ways must be >= 2, got {','.join(str(v) for v in self.ways)}: a 1-way episode "
-                "has one candidate class, so it is always right"
-            )
-        if "omniglot_runs" in protocols and not self.runs_zip:
-            raise InputError("protocol omniglot_runs needs --runs_zip=PATH/all_runs.zip")
-        if self.num_pairs == 1:
-            raise InputError("num_pairs must be 0 (the run's pair set) or >= 2")
-
-    def seed_for(self, run: Run, offset: int) -> int:
-        """The seed of one random draw: `seed` when given, else the run's seed + `offset`."""
-        return int(self.seed if self.seed is not None else run.config.seed + offset)
 
 
 def _retrieval_metric(model) -> str:
@@ -169,187 +72,312 @@ def episode_accuracies(model, support, query, targets) -> np.ndarray:
     return np.concatenate(accuracies)
 
 
-def verification_protocol(run: Run, data: SplitData, embeddings, options: EvalOptions) -> tuple:
-    """Verification at the calibrated threshold on the split's fixed pair set.
+class EvalProtocol:
+    """The interface of an evaluation protocol; `PROTOCOLS` holds one instance of each.
 
-    Returns:
-      `(result, distances, same)`.
-
-    Raises:
-      InputError: an uncalibrated model, or a split that cannot form pairs.
+    Attributes:
+      name: the `--protocol` name, and the report's file name.
+      uses_split: whether it scores the run's split (`EvalContext.load_split`); the others
+        read their own data.
     """
-    threshold = run.require_threshold()
-    config = run.config
-    if options.num_pairs:
-        num_pairs, seed = options.num_pairs, options.seed_for(run, 2)
-    elif data.name in ("test", "all"):
-        num_pairs, seed = config.test_pairs, config.seed + 2
-    else:
-        num_pairs, seed = config.calibration_pairs, config.seed + 1
-    pairs = fixed_pairs(data.labels, num_pairs, seed=seed)
-    distances = model_distances(run.model, embeddings[pairs.a], embeddings[pairs.b])
-    report = eval_metrics.verification_report(distances, pairs.same, threshold)
-    result = {"pairs": {"num_pairs": len(pairs), "seed": seed}, "report": report}
-    if options.bootstrap:
-        boot_seed = options.seed_for(run, 4)
-        result["bootstrap_ci95"] = {
-            stat: list(
-                eval_metrics.bootstrap_ci(
-                    distances, pairs.same, stat, n_resamples=options.bootstrap, seed=boot_seed
+
+    name: str = ""
+    uses_split: bool = True
+
+    def check_options(self, options: EvalOptions) -> None:
+        """Refuses options this protocol cannot run with, before anything is loaded.
+
+        Raises:
+          InputError: naming the flag that fixes it.
+        """
+
+    def check_run(self, run: Run) -> None:
+        """Refuses a run this protocol cannot score, before its data is loaded.
+
+        Raises:
+          InputError: naming the problem and the fix.
+        """
+
+    def run(self, context: EvalContext) -> dict:
+        """The protocol's result (the report adds status, the model, the data and seconds).
+
+        Raises:
+          InputError: the data cannot serve this protocol (the report says why).
+        """
+        raise NotImplementedError
+
+    def headline(self, result: dict) -> dict:
+        """The few numbers of a successful result worth one line of a log."""
+        raise NotImplementedError
+
+
+class Verification(EvalProtocol):
+    """Verification at the calibrated threshold on the split's fixed pair set."""
+
+    name = "verification"
+
+    def check_run(self, run: Run) -> None:
+        run.require_threshold()
+
+    def run(self, context: EvalContext) -> dict:
+        run, data, options = context.run, context.data, context.options
+        threshold = run.require_threshold()
+        if options.num_pairs:
+            seed = options.seed_for(run, "eval_pairs")
+            pairs = fixed_pairs(data.labels, options.num_pairs, seed=seed)
+        else:  # The run's own pair set of the split ("all": its test pairs' size and seed).
+            held_out = "calibration" if data.name == "calibration" else "test"
+            pairs = run.config.held_out_pairs(held_out, data.labels)
+            seed = run.config.held_out_pair_spec(held_out)[1]
+        embeddings = context.embeddings
+        distances = model_distances(run.model, embeddings[pairs.a], embeddings[pairs.b])
+        report = eval_metrics.verification_report(distances, pairs.same, threshold)
+        result = {"pairs": {"num_pairs": len(pairs), "seed": seed}, "report": report}
+        if options.bootstrap:
+            boot_seed = options.seed_for(run, "bootstrap")
+            result["bootstrap_ci95"] = {
+                stat: list(
+                    eval_metrics.bootstrap_ci(
+                        distances, pairs.same, stat, n_resamples=options.bootstrap, seed=boot_seed
+                    )
                 )
-            )
-            for stat in eval_metrics.BOOTSTRAP_STATISTICS
-        }
-        result["bootstrap_ci95"]["n_resamples"] = options.bootstrap
-    if data.name == "calibration":
-        result["note"] = "the threshold was tuned on this split: its accuracy is optimistic"
-    return result, distances, pairs.same
+                for stat in eval_metrics.BOOTSTRAP_STATISTICS
+            }
+            result["bootstrap_ci95"]["n_resamples"] = options.bootstrap
+        if data.name == "calibration":
+            result["note"] = "the threshold was tuned on this split: its accuracy is optimistic"
+        title = f"{data.name} pairs"
+        context.write_plot(
+            "roc_curve",
+            lambda: plots.roc_figure(distances, pairs.same, threshold, title=f"ROC, {title}"),
+            f"{data.name}_roc_curve.png",
+        )
+        context.write_plot(
+            "distance_histograms",
+            lambda: plots.distance_histogram_figure(
+                distances, pairs.same, threshold, title=f"Distances, {title}"
+            ),
+            f"{data.name}_distance_histograms.png",
+        )
+        return result
+
+    def headline(self, result: dict) -> dict:
+        report = result["report"]
+        out = {k: round(report[k], 4) for k in ("auc", "eer", "accuracy", "threshold")}
+        if "bootstrap_ci95" in result:
+            out["auc_ci95"] = [round(v, 4) for v in result["bootstrap_ci95"]["auc"]]
+            out["eer_ci95"] = [round(v, 4) for v in result["bootstrap_ci95"]["eer"]]
+        return out
 
 
-def oneshot_protocol(run: Run, data: SplitData, embeddings, options: EvalOptions) -> dict:
+class OneShot(EvalProtocol):
     """N-way k-shot accuracy over seeded episodes, for every (N, k) asked.
 
     An (N, k) the split cannot fill (too few classes with k + queries examples) is reported as
-    skipped with the reason.
-
-    Raises:
-      InputError: no (N, k) could be run (the message says which `--ways` would fit).
+    skipped with the reason; when none can, the protocol fails saying which `--ways` would fit.
     """
-    results, ran = {}, 0
-    for n_way in options.ways:
-        for k_shot in options.shots:
-            key = f"{n_way}way_{k_shot}shot"
-            try:
-                episodes = source_episodes(
-                    data.labels,
-                    n_way,
-                    k_shot,
-                    options.queries,
-                    options.episodes,
-                    seed=options.seed_for(run, 3),
+
+    name = "oneshot"
+
+    def run(self, context: EvalContext) -> dict:
+        run, data, options = context.run, context.data, context.options
+        results, ran = {}, 0
+        for n_way in options.ways:
+            for k_shot in options.shots:
+                key = f"{n_way}way_{k_shot}shot"
+                try:
+                    episodes = source_episodes(
+                        data.labels,
+                        n_way,
+                        k_shot,
+                        options.queries,
+                        options.episodes,
+                        seed=options.seed_for(run, "eval_episodes"),
+                    )
+                except InputError as err:
+                    results[key] = {"skipped": str(err)}
+                    continue
+                accuracies = episode_accuracies(
+                    run.model,
+                    context.embeddings[episodes.support],
+                    context.embeddings[episodes.query],
+                    episodes.query_targets,
                 )
-            except InputError as err:
-                results[key] = {"skipped": str(err)}
-                continue
-            accuracies = episode_accuracies(
-                run.model,
-                embeddings[episodes.support],
-                embeddings[episodes.query],
-                episodes.query_targets,
-            )
-            half_width = 1.96 * float(np.std(accuracies)) / math.sqrt(len(accuracies))
-            results[key] = {
-                "accuracy": float(np.mean(accuracies)),
-                "ci95_half_width": half_width,
-                "episodes": len(episodes),
-                "n_way": int(n_way),
-                "k_shot": int(k_shot),
-                "queries_per_class": options.queries,
-            }
-            ran += 1
-    if not ran:
-        need = min(options.shots) + options.queries
-        counts = np.unique(data.labels, return_counts=True)[1]
-        eligible = int(np.sum(counts >= need))
-        asked = ",".join(str(n) for n in options.ways)
-        if eligible >= 2:
-            fix = f"use --ways={eligible} (or fewer; asked: {asked})"
-        else:
-            fix = "evaluate a split with more classes (--split, --dataset)"
-        raise InputError(
-            f"no one-shot episodes fit the {data.name} split: it has {eligible} classes with "
-            f"{need}+ examples (k-shot + queries) and N-way episodes need N of them; {fix}"
-        )
-    return {"episodes": results}
+                half_width = 1.96 * float(np.std(accuracies)) / math.sqrt(len(accuracies))
+                results[key] = {
+                    "accuracy": float(np.mean(accuracies)),
+                    "ci95_half_width": half_width,
+                    "episodes": len(episodes),
+                    "n_way": int(n_way),
+                    "k_shot": int(k_shot),
+                    "queries_per_class": options.queries,
+                }
+                ran += 1
+        if not ran:
+            raise InputError(_no_episodes_fit(data, options))
+        return {"episodes": results}
 
-
-def retrieval_protocol(run: Run, data: SplitData, embeddings, options: EvalOptions) -> dict:
-    """Recall@k, precision@k and MAP@R, each example querying the rest of the split."""
-    ks = sorted({int(k) for k in options.ks if k < len(data.labels)})
-    if not ks:
-        raise InputError(
-            f"the {data.name} split has {len(data.labels)} examples: no k in "
-            f"{list(options.ks)} fits"
-        )
-    metric = _retrieval_metric(run.model)
-    try:
+    def headline(self, result: dict) -> dict:
         return {
-            "metric": metric,
-            "num_queries": int(len(data.labels)),
-            "recall_at_k": eval_retrieval.recall_at_k(
-                embeddings, data.labels, ks=ks, metric=metric
-            ),
-            "precision_at_k": eval_retrieval.precision_at_k(
-                embeddings, data.labels, ks=ks, metric=metric
-            ),
-            "map_at_r": eval_retrieval.map_at_r(embeddings, data.labels, metric=metric),
+            k: round(v["accuracy"], 4) if "accuracy" in v else "skipped"
+            for k, v in result["episodes"].items()
         }
-    except ValueError as err:
-        raise InputError(f"retrieval on the {data.name} split: {err}") from None
 
 
-def clustering_protocol(run: Run, data: SplitData, embeddings, options: EvalOptions) -> dict:
+def _no_episodes_fit(data: SplitData, options: EvalOptions) -> str:
+    need = min(options.shots) + options.queries
+    counts = np.unique(data.labels, return_counts=True)[1]
+    eligible = int(np.sum(counts >= need))
+    asked = ",".join(str(n) for n in options.ways)
+    if eligible >= 2:
+        fix = f"use --ways={eligible} (or fewer; asked: {asked})"
+    else:
+        fix = "evaluate a split with more classes (--split, --dataset)"
+    return (
+        f"no one-shot episodes fit the {data.name} split: it has {eligible} classes with "
+        f"{need}+ examples (k-shot + queries) and N-way episodes need N of them; {fix}"
+    )
+
+
+class Retrieval(EvalProtocol):
+    """Recall@k, precision@k and MAP@R, each example querying the rest of the split."""
+
+    name = "retrieval"
+
+    def run(self, context: EvalContext) -> dict:
+        data, embeddings, options = context.data, context.embeddings, context.options
+        ks = sorted({int(k) for k in options.ks if k < len(data.labels)})
+        if not ks:
+            raise InputError(
+                f"the {data.name} split has {len(data.labels)} examples: no k in "
+                f"{list(options.ks)} fits"
+            )
+        metric = _retrieval_metric(context.run.model)
+        try:
+            return {
+                "metric": metric,
+                "num_queries": int(len(data.labels)),
+                "recall_at_k": eval_retrieval.recall_at_k(
+                    embeddings, data.labels, ks=ks, metric=metric
+                ),
+                "precision_at_k": eval_retrieval.precision_at_k(
+                    embeddings, data.labels, ks=ks, metric=metric
+                ),
+                "map_at_r": eval_retrieval.map_at_r(embeddings, data.labels, metric=metric),
+            }
+        except ValueError as err:
+            raise InputError(f"retrieval on the {data.name} split: {err}") from None
+
+    def headline(self, result: dict) -> dict:
+        return {
+            "recall_at_1": round(result["recall_at_k"][min(result["recall_at_k"])], 4),
+            "map_at_r": round(result["map_at_r"], 4),
+        }
+
+
+class Clustering(EvalProtocol):
     """K-means on the split's embeddings, scored by NMI and AMI against the labels."""
-    try:
-        return eval_clustering.clustering_scores(
-            embeddings,
-            data.labels,
-            n_clusters=options.clusters or None,
-            seed=options.seed_for(run, 5),
+
+    name = "clustering"
+
+    def run(self, context: EvalContext) -> dict:
+        data, options = context.data, context.options
+        try:
+            return eval_clustering.clustering_scores(
+                context.embeddings,
+                data.labels,
+                n_clusters=options.clusters or None,
+                seed=options.seed_for(context.run, "clustering"),
+            )
+        except ValueError as err:
+            raise InputError(f"clustering of the {data.name} split: {err}") from None
+
+    def headline(self, result: dict) -> dict:
+        return {"nmi": round(result["nmi"], 4), "ami": round(result["ami"], 4)}
+
+
+class OmniglotRuns(EvalProtocol):
+    """The official 20-way one-shot runs of Lake et al. (2015): per run and over all trials.
+
+    Read straight from `all_runs.zip` (no split needed); each query is given the class of the
+    nearest support image by the model's distance.
+    """
+
+    name = "omniglot_runs"
+    uses_split = False
+
+    def check_options(self, options: EvalOptions) -> None:
+        if not options.runs_zip:
+            raise InputError("protocol omniglot_runs needs --runs_zip=PATH/all_runs.zip")
+
+    def run(self, context: EvalContext) -> dict:
+        """Raises: InputError: see `read_omniglot_runs`, or runs of unequal sizes."""
+        run, options = context.run, context.options
+        runs = read_omniglot_runs(options.runs_zip)
+        shapes = {(len(r.support), len(r.queries)) for r in runs}
+        if len(shapes) != 1:
+            raise InputError(f"{options.runs_zip}: runs differ in size {sorted(shapes)}")
+        shape = run.image_shape
+        support = decode_encoded_images(
+            [b for r in runs for b in r.support],
+            shape,
+            [f"{r.name}/{f}" for r in runs for f in r.support_files],
         )
-    except ValueError as err:
-        raise InputError(f"clustering of the {data.name} split: {err}") from None
+        queries = decode_encoded_images(
+            [b for r in runs for b in r.queries],
+            shape,
+            [f"{r.name}/{f}" for r in runs for f in r.query_files],
+        )
+        batch = options.batch_size or run.config.eval_batch_size
+        emb_support = embed(run.model, support, batch)
+        emb_queries = embed(run.model, queries, batch)
+        check_finite(emb_support, "the one-shot runs")
+        check_finite(emb_queries, "the one-shot runs")
+        e, (n, q) = len(runs), shapes.pop()
+        accuracies = episode_accuracies(
+            run.model,
+            emb_support.reshape(e, n, 1, -1),
+            emb_queries.reshape(e, q, -1),
+            np.stack([r.targets for r in runs]),
+        )
+        accuracy = float(np.mean(accuracies))  # Every run has q queries: the mean of all trials.
+        return {
+            "runs_zip": os.path.abspath(options.runs_zip),
+            "num_runs": e,
+            "n_way": n,
+            "trials": e * q,
+            "accuracy": accuracy,
+            "error_rate": 1.0 - accuracy,
+            "per_run_accuracy": {r.name: float(a) for r, a in zip(runs, accuracies, strict=True)},
+            "image_shape": list(shape),
+            # Pixel statistics of what the model saw: strokes 0 on background 255, as trained.
+            "mean_query_pixel": float(queries.mean()),
+        }
+
+    def headline(self, result: dict) -> dict:
+        return {"accuracy": round(result["accuracy"], 4), "trials": result["trials"]}
 
 
-# ------------------------------------------------------------------------------------------------
-# The Omniglot one-shot runs of Lake et al. (2015).
+# The protocols by name, in the order `--help` lists them.
+PROTOCOLS = {
+    protocol.name: protocol
+    for protocol in (Verification(), OneShot(), Retrieval(), Clustering(), OmniglotRuns())
+}
 
 
-def omniglot_runs_protocol(run: Run, options: EvalOptions) -> dict:
-    """Scores the official 20-way one-shot runs: per run and over all 400 trials.
-
-    Each query is given the class of the nearest support image by the model's distance.
+def resolve(names) -> list[EvalProtocol]:
+    """The protocols of a comma-separated string or a sequence of names, each once, in order.
 
     Raises:
-      InputError: see `read_omniglot_runs`, or runs of unequal sizes.
+      InputError: an unknown name, or none.
     """
-    runs = read_omniglot_runs(options.runs_zip)
-    shapes = {(len(r.support), len(r.queries)) for r in runs}
-    if len(shapes) != 1:
-        raise InputError(f"{options.runs_zip}: runs differ in size {sorted(shapes)}")
-    shape = run.image_shape
-    support = decode_encoded_images(
-        [b for r in runs for b in r.support],
-        shape,
-        [f"{r.name}/{f}" for r in runs for f in r.support_files],
-    )
-    queries = decode_encoded_images(
-        [b for r in runs for b in r.queries],
-        shape,
-        [f"{r.name}/{f}" for r in runs for f in r.query_files],
-    )
-    batch = options.batch_size or run.config.eval_batch_size
-    emb_support = embed(run.model, support, batch)
-    emb_queries = embed(run.model, queries, batch)
-    check_finite(emb_support, "the one-shot runs")
-    check_finite(emb_queries, "the one-shot runs")
-    e, (n, q) = len(runs), shapes.pop()
-    accuracies = episode_accuracies(
-        run.model,
-        emb_support.reshape(e, n, 1, -1),
-        emb_queries.reshape(e, q, -1),
-        np.stack([r.targets for r in runs]),
-    )
-    accuracy = float(np.mean(accuracies))  # Every run has q queries: the mean over all trials.
-    return {
-        "runs_zip": os.path.abspath(options.runs_zip),
-        "num_runs": e,
-        "n_way": n,
-        "trials": e * q,
-        "accuracy": accuracy,
-        "error_rate": 1.0 - accuracy,
-        "per_run_accuracy": {r.name: float(a) for r, a in zip(runs, accuracies, strict=True)},
-        "image_shape": list(shape),
-        # Pixel statistics of what the model saw: strokes 0 on background 255, as in training.
-        "mean_query_pixel": float(queries.mean()),
-    }
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    names = list(dict.fromkeys(names))
+    unknown = [n for n in names if n not in PROTOCOLS]
+    if unknown or not names:
+        raise InputError(
+            f"unknown protocol {', '.join(unknown) or '(none)'}; choose from: "
+            f"{', '.join(PROTOCOLS)} (comma-separated for several)"
+        )
+    return [PROTOCOLS[n] for n in names]

@@ -3,7 +3,8 @@
 Everything here starts from a workdir (`config.json` + `model.keras`) and needs no flags, so
 `launch.evaluate` is thin and the logic is testable directly. `evaluate` rebuilds the run's
 data (`trainers.finished_run.load_split`), embeds one split once and runs one or more of the
-protocols of `trainers.eval_protocols` on it (`omniglot_runs` reads its own zip).
+protocols of `trainers.eval_protocols` on it (`omniglot_runs` reads its own zip): every
+protocol through the same interface, none by name.
 
 Each writes `eval/<protocol>.json` (`eval/<protocol>_<split>.json` on the calibration split or
 another dataset's `all`, so they never overwrite the test figures); plots go to `plots/` and
@@ -16,44 +17,20 @@ import logging
 import os
 import time
 
-import numpy as np
-
 from siamese_tf import embedding_map, plots
 from siamese_tf.errors import InputError
-from siamese_tf.inference import embed
 from trainers import workdir as wd
-from trainers.eval_protocols import (
-    EvalOptions,
-    clustering_protocol,
-    omniglot_runs_protocol,
-    oneshot_protocol,
-    retrieval_protocol,
-    verification_protocol,
-)
-from trainers.finished_run import check_finite, load_run, load_split
+from trainers.eval_context import EvalContext, EvalOptions
+from trainers.eval_protocols import PROTOCOLS, resolve
+from trainers.finished_run import load_run, load_split
+
+__all__ = ["EvalOptions", "evaluate", "headline", "load_run", "load_split", "report_filename"]
 
 EVAL_DIR = "eval"
 PLOTS_DIR = "plots"
 PROJECTOR_DIR = os.path.join(wd.LOGS, "projector")
 
 log = logging.getLogger(__name__)
-
-
-_SPLIT_PROTOCOLS = {
-    "oneshot": oneshot_protocol,
-    "retrieval": retrieval_protocol,
-    "clustering": clustering_protocol,
-}
-
-
-def _write_plot(figure_fn, path: str, written: dict, name: str) -> None:
-    try:
-        figure = figure_fn()
-    except ValueError as err:  # e.g. a one-class pair set: no ROC to draw.
-        log.warning("plot %s skipped: %s", name, err)
-        return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    written[name] = plots.save_png(figure, path)
 
 
 def evaluate(workdir: str, protocols, options: EvalOptions | None = None) -> dict:
@@ -78,20 +55,19 @@ def evaluate(workdir: str, protocols, options: EvalOptions | None = None) -> dic
         the run, or every protocol failed (their reports are written first).
     """
     options = options or EvalOptions()
-    if isinstance(protocols, str):
-        protocols = [p.strip() for p in protocols.split(",") if p.strip()]
-    protocols = list(dict.fromkeys(protocols))
-    options.check(protocols)
-    if options.projector and protocols == ["omniglot_runs"]:
+    chosen = resolve(protocols)
+    options.check(chosen)
+    if options.projector and not any(p.uses_split for p in chosen):
+        names = [p.name for p in PROTOCOLS.values() if p.uses_split]
         raise InputError(
             "--projector writes a split's embeddings: add a split protocol "
-            "(verification, oneshot, retrieval or clustering)"
+            f"({', '.join(names[:-1])} or {names[-1]})"
         )
     run = load_run(workdir)
     can_plot = options.plots and plots.available()
     if options.plots and not can_plot:
         log.warning("matplotlib is not installed: no plots written (pip install matplotlib)")
-    results, written = {}, {}
+    context = EvalContext(run, options, os.path.join(workdir, PLOTS_DIR) if can_plot else None)
     common = {
         "workdir": os.path.abspath(workdir),
         "model": {
@@ -102,99 +78,79 @@ def evaluate(workdir: str, protocols, options: EvalOptions | None = None) -> dic
             "image_shape": list(run.image_shape),
         },
     }
-    if "verification" in protocols:
+    results = {}
+    for protocol in chosen:  # What each can know before any data is loaded.
         try:
-            run.require_threshold()  # Known before the data is loaded.
+            protocol.check_run(run)
         except InputError as err:
-            results["verification"] = _failed("verification", common, err)
-    split_protocols = [p for p in protocols if p != "omniglot_runs" and p not in results]
-    if split_protocols:
+            results[protocol.name] = _failed(protocol.name, common, err)
+    ready = [p for p in chosen if p.name not in results]
+    if any(p.uses_split for p in ready):
         start = time.perf_counter()
-        data = load_split(run, options.split, options.manual_dir, options.data_dir, options.dataset)
-        embeddings = embed(run.model, data.images, options.batch_size or run.config.eval_batch_size)
-        check_finite(embeddings, f"the {data.name} split")
-        data_info = {
-            "dataset": options.dataset or run.config.dataset,
-            "split": data.name,
-            "split_by": run.config.split_by,
-            "num_examples": int(len(data.labels)),
-            "num_classes": int(np.unique(data.labels).size),
-        }
-        plot_dir = os.path.join(workdir, PLOTS_DIR)
-        for protocol in split_protocols:
-            t0 = time.perf_counter()
-            try:
-                result = _run_split_protocol(
-                    protocol,
-                    run,
-                    data,
-                    embeddings,
-                    options,
-                    plot_dir if can_plot else None,
-                    written,
-                )
-            except InputError as err:
-                results[protocol] = {**_failed(protocol, common, err), "data": data_info}
-                continue
-            results[protocol] = {
-                "protocol": protocol,
-                "status": "ok",
-                **common,
-                "data": data_info,
-                **result,
-                "seconds": round(time.perf_counter() - t0, 3),
-            }
-        if can_plot:
-            points, method = embedding_map.project_2d(
-                embeddings, options.projection, seed=options.seed_for(run, 6)
-            )
-            _write_plot(
-                lambda: plots.embedding_map_figure(
-                    points,
-                    data.labels,
-                    data.class_names,
-                    title=f"{data.name} split, {method.upper()}",
-                ),
-                os.path.join(plot_dir, f"{data.name}_embedding_map.png"),
-                written,
-                "embedding_map",
-            )
-        if options.projector:
-            files = embedding_map.write_projector(
-                os.path.join(workdir, PROJECTOR_DIR),
-                embeddings,
-                data.labels,
-                class_names=data.class_names,
-                images=data.images,
-                tensor_name=f"{data.name}_embeddings",
-            )
-            written["projector"] = os.path.dirname(files[embedding_map.PROJECTOR_CONFIG])
-        log.info("split protocols took %.1f s", time.perf_counter() - start)
-    if "omniglot_runs" in protocols:
+        context.load_split()
+        log.info("the split loaded and embedded in %.1f s", time.perf_counter() - start)
+    for protocol in ready:
+        data = {"data": context.data_info()} if protocol.uses_split else {}
         t0 = time.perf_counter()
         try:
-            results["omniglot_runs"] = {
-                "protocol": "omniglot_runs",
-                "status": "ok",
-                **common,
-                **omniglot_runs_protocol(run, options),
-                "seconds": round(time.perf_counter() - t0, 3),
-            }
+            result = protocol.run(context)
         except InputError as err:
-            results["omniglot_runs"] = _failed("omniglot_runs", common, err)
-    results = {p: results[p] for p in protocols}  # In the order asked.
+            results[protocol.name] = {**_failed(protocol.name, common, err), **data}
+            continue
+        results[protocol.name] = {
+            "protocol": protocol.name,
+            "status": "ok",
+            **common,
+            **data,
+            **result,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+    projector = _write_split_outputs(context, workdir) if context.data is not None else None
+    results = {p.name: results[p.name] for p in chosen}  # In the order asked.
     eval_dir = os.path.join(workdir, EVAL_DIR)
     os.makedirs(eval_dir, exist_ok=True)
-    for protocol, result in results.items():
-        if protocol != "omniglot_runs" and result["status"] == "ok":
-            result["plots"] = {k: v for k, v in written.items() if k != "projector"}
-            result["projector"] = written.get("projector")
+    for protocol in chosen:
+        result = results[protocol.name]
+        if protocol.uses_split and result["status"] == "ok":
+            result["plots"] = dict(context.plots)
+            result["projector"] = projector
         wd.write_json_atomic(
-            os.path.join(eval_dir, report_filename(protocol, options.split)), result
+            os.path.join(eval_dir, report_filename(protocol.name, options.split)), result
         )
     if all(r["status"] == "failed" for r in results.values()):
         raise InputError("; ".join(f"{p}: {r['error']}" for p, r in results.items()))
     return results
+
+
+def _write_split_outputs(context: EvalContext, workdir: str) -> str | None:
+    """The split's embedding map (a plot) and, when asked, its projector files.
+
+    Returns:
+      The projector folder, or None.
+    """
+    data, embeddings, options = context.data, context.embeddings, context.options
+    if context.plot_dir is not None:
+        points, method = embedding_map.project_2d(
+            embeddings, options.projection, seed=options.seed_for(context.run, "projection")
+        )
+        context.write_plot(
+            "embedding_map",
+            lambda: plots.embedding_map_figure(
+                points, data.labels, data.class_names, title=f"{data.name} split, {method.upper()}"
+            ),
+            f"{data.name}_embedding_map.png",
+        )
+    if not options.projector:
+        return None
+    files = embedding_map.write_projector(
+        os.path.join(workdir, PROJECTOR_DIR),
+        embeddings,
+        data.labels,
+        class_names=data.class_names,
+        images=data.images,
+        tensor_name=f"{data.name}_embeddings",
+    )
+    return os.path.dirname(files[embedding_map.PROJECTOR_CONFIG])
 
 
 def _failed(protocol: str, common: dict, err: Exception) -> dict:
@@ -202,33 +158,10 @@ def _failed(protocol: str, common: dict, err: Exception) -> dict:
     return {"protocol": protocol, "status": "failed", "error": str(err), **common}
 
 
-def _run_split_protocol(protocol, run, data, embeddings, options, plot_dir, written) -> dict:
-    """One split protocol's result; verification also draws its ROC and histograms."""
-    if protocol != "verification":
-        return _SPLIT_PROTOCOLS[protocol](run, data, embeddings, options)
-    result, distances, same = verification_protocol(run, data, embeddings, options)
-    if plot_dir is not None:
-        threshold, title = run.threshold, f"{data.name} pairs"
-        _write_plot(
-            lambda: plots.roc_figure(distances, same, threshold, title=f"ROC, {title}"),
-            os.path.join(plot_dir, f"{data.name}_roc_curve.png"),
-            written,
-            "roc_curve",
-        )
-        _write_plot(
-            lambda: plots.distance_histogram_figure(
-                distances, same, threshold, title=f"Distances, {title}"
-            ),
-            os.path.join(plot_dir, f"{data.name}_distance_histograms.png"),
-            written,
-            "distance_histograms",
-        )
-    return result
-
-
 def report_filename(protocol: str, split: str) -> str:
-    """`<protocol>.json` for the test split (and the runs), else `<protocol>_<split>.json`."""
-    if split == "test" or protocol == "omniglot_runs":
+    """`<protocol>.json` for the test split (and protocols without a split, e.g. the runs),
+    else `<protocol>_<split>.json`."""
+    if split == "test" or not PROTOCOLS[protocol].uses_split:
         return f"{protocol}.json"
     return f"{protocol}_{split}.json"
 
@@ -237,23 +170,4 @@ def headline(protocol: str, result: dict) -> dict:
     """The few numbers of a protocol's result worth one line of a log."""
     if result.get("status") == "failed":
         return {"status": "failed", "error": result["error"]}
-    if protocol == "verification":
-        report = result["report"]
-        out = {k: round(report[k], 4) for k in ("auc", "eer", "accuracy", "threshold")}
-        if "bootstrap_ci95" in result:
-            out["auc_ci95"] = [round(v, 4) for v in result["bootstrap_ci95"]["auc"]]
-            out["eer_ci95"] = [round(v, 4) for v in result["bootstrap_ci95"]["eer"]]
-        return out
-    if protocol == "oneshot":
-        return {
-            k: round(v["accuracy"], 4) if "accuracy" in v else "skipped"
-            for k, v in result["episodes"].items()
-        }
-    if protocol == "retrieval":
-        return {
-            "recall_at_1": round(result["recall_at_k"][min(result["recall_at_k"])], 4),
-            "map_at_r": round(result["map_at_r"], 4),
-        }
-    if protocol == "clustering":
-        return {"nmi": round(result["nmi"], 4), "ami": round(result["ami"], 4)}
-    return {"accuracy": round(result["accuracy"], 4), "trials": result["trials"]}
+    return PROTOCOLS[protocol].headline(result)

@@ -24,7 +24,7 @@ import siamese_tf.models  # noqa: F401
 from siamese_tf.data import load_source
 from siamese_tf.errors import InputError
 from siamese_tf.export import model_image_shape
-from siamese_tf.models import UNCALIBRATED
+from siamese_tf.threshold import is_calibrated
 from trainers import workdir as wd
 from trainers.config import TrainConfig
 
@@ -51,7 +51,7 @@ class Run:
     def threshold(self) -> float | None:
         """The calibrated distance threshold, or None when the model is uncalibrated."""
         value = float(self.model.threshold.numpy())
-        return None if value == UNCALIBRATED else value
+        return value if is_calibrated(value) else None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -5,7 +5,8 @@
   `multi_similarity`, `circle`, `supcon`;
 * proxy losses (any labelled `(images, labels)` batch; the run draws them with the P×K sampler,
   any K >= 1, as ArcFace needs no P×K structure): `arcface` (CosFace by `--arcface_variant`);
-* pair losses (balanced pair batches `((a, b), same)`): `contrastive`, `bce`.
+* pair losses (balanced pair batches `((a, b), same)` of `--pairs_per_batch` pairs):
+  `contrastive`, `bce`.
 """
 
 from __future__ import annotations
@@ -55,6 +56,27 @@ def check(config) -> None:
             f"--cross_batch_memory needs a P×K batch loss ({', '.join(BATCH_LOSSES)}); "
             f"--loss={config.loss} does not mine pairs in its batch"
         )
+    _check_batch(config)
+
+
+def _check_batch(config) -> None:
+    """The batch settings of the loss's kind, the one place they are checked against it.
+
+    Labelled losses use P and K (`classes_per_batch`, `samples_per_class`), pair losses
+    `pairs_per_batch`; the other kind's settings are not used, so not checked. What the data
+    and the replicas allow is checked later, by `trainers.small_data.fit_batch`.
+    """
+    if config.loss in PAIR_LOSSES:
+        if config.pairs_per_batch < 2:
+            raise InputError(
+                f"--pairs_per_batch must be >= 2 (a positive and a negative pair), got "
+                f"{config.pairs_per_batch}"
+            )
+        return
+    if config.classes_per_batch < 2:
+        raise InputError(
+            f"--classes_per_batch must be >= 2 to form negatives, got {config.classes_per_batch}"
+        )
     minimum_k = 1 if config.loss in PROXY_LOSSES else 2
     if config.samples_per_class < minimum_k:
         raise InputError(
@@ -62,6 +84,11 @@ def check(config) -> None:
             + (" (positive pairs)" if minimum_k == 2 else "")
             + f", got {config.samples_per_class}"
         )
+
+
+def batch_units(config) -> int:
+    """The global batch in the units replicas share: P classes (labelled losses) or pairs."""
+    return config.classes_per_batch if config.loss in LABELLED_LOSSES else config.pairs_per_batch
 
 
 def make_loss(config):

@@ -26,7 +26,6 @@ from siamese_tf.data import (
     Source,
     Splits,
     balanced_pairs,
-    fixed_pairs,
     load_source,
     pk_batches,
 )
@@ -43,7 +42,7 @@ from siamese_tf.early_stopping import ResumableEarlyStopping
 from siamese_tf.errors import InputError
 from siamese_tf.heads import ClassProxies, PairClassifierHead
 from siamese_tf.inference import embed, nearest_gallery_labels, pair_set_distances
-from siamese_tf.models import UNCALIBRATED, SiameseModel, build_encoder
+from siamese_tf.models import SiameseModel, build_encoder, loss_settings
 from trainers import losses as run_losses
 from trainers import run_outputs, small_data
 from trainers import workdir as wd
@@ -151,18 +150,22 @@ def build_model(config: TrainConfig, image_shape, num_classes: int | None = None
         if not num_classes:
             raise ValueError(f"--loss={config.loss} needs num_classes (largest label + 1)")
         proxies = ClassProxies(num_classes)
+    loss = run_losses.make_loss(config)
+    # Each setting given once: the model reads from its loss what the loss holds (a triplet
+    # loss's metric and margin); only the others are given to the model.
+    own = {"distance_metric": config.distance_metric, "stats_margin": config.margin}
+    held = loss_settings(loss)
     model = SiameseModel(
         encoder,
         head=head,
-        distance_metric=config.distance_metric,
-        stats_margin=config.margin,
         cross_replica_mining=config.cross_replica_mining,
         proxies=proxies,
         cross_batch_memory=config.cross_batch_memory,
+        **{name: value for name, value in own.items() if name not in held},
     )
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate(config)),
-        loss=run_losses.make_loss(config),
+        loss=loss,
         jit_compile=config.jit_compile,
     )
     model.build((None, *image_shape))
@@ -170,11 +173,15 @@ def build_model(config: TrainConfig, image_shape, num_classes: int | None = None
 
 
 def replica_dataset(
-    config: TrainConfig, train: Source, replica_classes: int, stream: int, start_element: int
+    config: TrainConfig, train: Source, replica_units: int, stream: int, start_element: int
 ) -> tf.data.Dataset:
-    """One replica's (or input pipeline's) batches: P×K or balanced pairs, augmented if set."""
+    """One replica's (or input pipeline's) batches, augmented if set.
+
+    `replica_units` is its share of the global batch (`trainers.losses.batch_units`): P
+    classes of K examples each for labelled losses, or balanced pairs for pair losses.
+    """
     common = dict(
-        seed=config.seed,
+        seed=config.seeds.sampling,
         start_step=start_element,
         stream=stream,
         class_weighting=config.class_weighting,
@@ -183,15 +190,19 @@ def replica_dataset(
     if config.loss in LABELLED_LOSSES:
         ds = pk_batches(
             train,
-            classes_per_batch=replica_classes,
+            classes_per_batch=replica_units,
             samples_per_class=config.samples_per_class,
             **common,
         )
     else:
-        ds = balanced_pairs(train, batch_size=replica_classes * config.samples_per_class, **common)
+        ds = balanced_pairs(train, batch_size=replica_units, **common)
     if config.augment:
         ds = augment_by_step(
-            ds, random_affine, seed=config.seed, stream=stream, start_step=start_element
+            ds,
+            random_affine,
+            seed=config.seeds.augmentation,
+            stream=stream,
+            start_step=start_element,
         )
     return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -199,10 +210,10 @@ def replica_dataset(
 def make_train_dataset(config: TrainConfig, train: Source, strategy, start_step: int = 0):
     """The training input: per-replica pipelines from global step `start_step` on."""
 
-    def make(replica_classes, stream, start_element):
-        return replica_dataset(config, train, replica_classes, stream, start_element)
+    def make(replica_units, stream, start_element):
+        return replica_dataset(config, train, replica_units, stream, start_element)
 
-    return distribute_pk_dataset(strategy, make, config.classes_per_batch, start_step)
+    return distribute_pk_dataset(strategy, make, run_losses.batch_units(config), start_step)
 
 
 # 1-NN accuracy is measured on at most this many test examples (evenly spaced rows), each
@@ -219,7 +230,7 @@ def evaluate_test(
     the test pairs use, the 1-NN queries, and the training gallery streamed once. With
     `workdir`, also writes the run's plots (`trainers.run_outputs.write_run_plots`).
     """
-    pairs = fixed_pairs(data.test.labels, config.test_pairs, seed=config.seed + 2)
+    pairs = config.held_out_pairs("test", data.test.labels)
     distances = pair_set_distances(model, data.test, pairs, config.eval_batch_size)
     threshold = float(model.threshold.numpy())
     report = {"test": eval_metrics.verification_report(distances, pairs.same, threshold)}
@@ -317,7 +328,7 @@ def train_and_evaluate(
     config_dict = json.loads(config.to_json())
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(config.seeds.initialisation)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
@@ -365,8 +376,8 @@ def train_and_evaluate(
 
 def _per_replica_spec(config, train, strategy):
     """Element spec of one replica's batches (what `train_step` sees)."""
-    replica_classes = classes_per_replica(strategy, config.classes_per_batch)
-    return replica_dataset(config, train, replica_classes, stream=0, start_element=0).element_spec
+    replica_units = classes_per_replica(strategy, run_losses.batch_units(config))
+    return replica_dataset(config, train, replica_units, stream=0, start_element=0).element_spec
 
 
 def _train_and_report(
@@ -382,25 +393,21 @@ def _train_and_report(
     on_resume=None,
     stopping=None,
 ):
-    calibration_pairs = fixed_pairs(
-        data.calibration.labels, config.calibration_pairs, seed=config.seed + 1
+    calibration = ThresholdCalibration(
+        data.calibration,
+        config.held_out_pairs("calibration", data.calibration.labels),
+        rule=config.threshold_rule,
+        batch_size=config.eval_batch_size,
+        log_dir=wd.path(workdir, wd.LOGS) if chief else None,
     )
-    callbacks = [
-        ThresholdCalibration(
-            data.calibration,
-            calibration_pairs,
-            rule=config.threshold_rule,
-            batch_size=config.eval_batch_size,
-            log_dir=wd.path(workdir, wd.LOGS) if chief else None,
-        )
-    ]
+    callbacks = [calibration]
     if config.oneshot_episodes:
         callbacks.append(
             OneShotValidation(
                 data.calibration,
                 ways=config.oneshot_ways,
                 episodes=config.oneshot_episodes,
-                seed=config.seed + 7,
+                seed=config.seeds.oneshot_validation,
                 batch_size=config.eval_batch_size,
             )
         )
@@ -450,9 +457,7 @@ def _train_and_report(
         )
     if stopping is not None and stopping.restore_best(model):
         log.info("early stopping: the weights of epoch %d are kept", stopping.best_epoch + 1)
-    if float(model.threshold.numpy()) == UNCALIBRATED:
-        callbacks[0].set_model(model)
-        callbacks[0].calibrate()  # A resumed, already finished run: calibrate once more.
+    calibration.ensure_calibrated(model)  # A resumed, already finished run trained no epoch.
     report = evaluate_test(model, config, data, workdir=workdir if chief else None)
     report.update(
         train_seconds=round(train_seconds, 2),

@@ -16,6 +16,8 @@ from siamese_tf.data.sources import folder_stream
 from siamese_tf.errors import InputError
 from siamese_tf.evaluation import clustering as eval_clustering
 from siamese_tf.inference import embed
+from siamese_tf.seeds import derive
+from siamese_tf.threshold import same
 from trainers.finished_run import Run, check_finite, model_distances
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -65,7 +67,7 @@ def predict_pair(run: Run, path_a: str, path_b: str, threshold: float | None = N
     emb = embed(run.model, images)
     check_finite(emb, "these images")
     distance = float(model_distances(run.model, emb[:1], emb[1:])[0])
-    return {"same": distance <= threshold, "distance": distance, "threshold": threshold}
+    return {"same": same(distance, threshold), "distance": distance, "threshold": threshold}
 
 
 def _gallery(run: Run, gallery_dir: str, batch_size: int):
@@ -127,7 +129,7 @@ def match_gallery(
         results.append(
             {
                 "query": path,
-                "match": nearest if distance <= threshold else None,
+                "match": nearest if same(distance, threshold) else None,
                 "nearest": nearest,
                 "distance": distance,
                 "threshold": threshold,
@@ -169,7 +171,8 @@ def cluster_folder(
       folder: the images (recursively).
       k: the number of clusters.
       out_csv: the CSV to write: a header `file,cluster`, then one row per image.
-      seed: k-means seed; None uses the run's seed.
+      seed: the seed whose `clustering` sub-seed (`siamese_tf.seeds`) seeds k-means, as
+        evaluation's clustering does; None: the run's seed.
       batch_size: images per forward pass; 0 uses the run's `eval_batch_size`.
 
     Returns:
@@ -178,15 +181,16 @@ def cluster_folder(
     Raises:
       InputError: a bad folder or image, or k outside 1..number of images.
     """
+    if seed is not None and seed < 0:
+        raise InputError(f"--seed must be >= 0, got {seed}")
     files = image_files_under(folder)
     if int(k) != k or not 1 <= k <= len(files):
         raise InputError(f"--k must be in [1, {len(files)}] (the number of images), got {k}")
     images = read_image_files(files, run.image_shape)
     emb = embed(run.model, images, batch_size or run.config.eval_batch_size)
     check_finite(emb, f"the images under {folder}")
-    clusters = eval_clustering.cluster_embeddings(
-        emb, int(k), seed=run.config.seed if seed is None else seed
-    )
+    seed = run.config.seed if seed is None else seed
+    clusters = eval_clustering.cluster_embeddings(emb, int(k), seed=derive(seed, "clustering"))
     rows = [(f, int(c)) for f, c in zip(files, clusters, strict=True)]
     parent = os.path.dirname(os.path.abspath(out_csv))
     os.makedirs(parent, exist_ok=True)

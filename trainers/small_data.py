@@ -6,7 +6,8 @@ exactly what to change. Each check here either
 * adapts a setting the user left at its default (the caller says which ones it may adapt) and
   returns a note saying what was chosen: the held-out fractions of a class split (each held-out
   split needs 2 classes to form negative pairs), P (`classes_per_batch`) when the training split
-  has fewer classes, K (`samples_per_class`) when its largest class is smaller; or
+  has fewer classes, K (`samples_per_class`) when its largest class is smaller, the pairs per
+  batch of a pair loss when the replicas cannot share them evenly; or
 * raises an `InputError` naming the split, the count and the flag and value that fix it, when
   the user set the value or no value can serve.
 
@@ -137,11 +138,13 @@ def fit_split(config: TrainConfig, source: Source, adaptable=()) -> tuple:
 
 
 def fit_batch(config: TrainConfig, train: Source, adaptable=(), replicas: int = 1) -> tuple:
-    """Fits P and K of P×K batches to the training split; checks pair batches can be drawn.
+    """Fits the batch to the training split and the replicas: P and K, or pairs per batch.
 
     P (`classes_per_batch`) may not exceed the training classes with 2+ examples and must be a
     multiple of the replicas; K (`samples_per_class`) may not exceed the largest training class.
-    A value in `adaptable` that breaks this is lowered to the largest that fits, with a note.
+    Pair losses use neither: `pairs_per_batch` must give every replica the same number of
+    pairs, 2 or more. A value in `adaptable` that breaks this is changed to the nearest that
+    fits (P and K: the largest), with a note.
 
     Args:
       config: the run's config.
@@ -164,8 +167,8 @@ def fit_batch(config: TrainConfig, train: Source, adaptable=(), replicas: int = 
             "training needs 2 classes and a class with 2+ examples; "
             + _more_training_classes(config)
         )
-    if config.loss not in LABELLED_LOSSES:  # Pair batches: P·K pairs, any P fits.
-        return config, []
+    if config.loss not in LABELLED_LOSSES:  # Pair batches: any classes serve, P and K unused.
+        return _fit_pairs(config, adaptable, replicas)
     notes, changes = [], {}
     p, k = config.classes_per_batch, config.samples_per_class
     fitting_p = eligible - eligible % replicas
@@ -203,6 +206,21 @@ def fit_batch(config: TrainConfig, train: Source, adaptable=(), replicas: int = 
     return config, notes
 
 
+def _fit_pairs(config: TrainConfig, adaptable: set, replicas: int) -> tuple:
+    """`pairs_per_batch` as a multiple of the replicas, 2+ pairs each (see `fit_batch`)."""
+    pairs = config.pairs_per_batch
+    if pairs % replicas == 0 and pairs >= 2 * replicas:
+        return config, []
+    fitting = max(pairs - pairs % replicas, 2 * replicas)
+    if "pairs_per_batch" not in adaptable:
+        raise InputError(
+            f"--pairs_per_batch={pairs} does not give each of the {replicas} replicas the same "
+            f"number of pairs, 2 or more; set --pairs_per_batch={fitting}"
+        )
+    note = f"--pairs_per_batch={fitting} (a multiple of the {replicas} replicas)"
+    return dataclasses.replace(config, pairs_per_batch=fitting), [note]
+
+
 def check_held_out(name: str, split: Source, config: TrainConfig) -> None:
     """Refuses a calibration or test split that cannot form positive and negative pairs.
 
@@ -230,7 +248,7 @@ def _class_split_counts(classes, calibration: float, test: float, config) -> tup
             classes,
             calibration_fraction=calibration,
             test_fraction=test,
-            seed=config.seed,
+            seed=config.seeds.split,  # as `TrainConfig.split` draws it
             split_by="class",
         )
     except InputError:
@@ -256,7 +274,7 @@ def _split_counts(labels, calibration: float, test: float, config) -> tuple | No
             labels,
             calibration_fraction=calibration,
             test_fraction=test,
-            seed=config.seed,
+            seed=config.seeds.split,  # as `TrainConfig.split` draws it
             split_by="example",
         )
     except InputError:

@@ -105,7 +105,7 @@ def augment_by_step(dataset, augment_fn, *, seed: int, stream: int = 0, start_st
     Args:
       dataset: per-step batches `(images, ...)` or `((images_a, images_b), ...)`, unprefetched.
       augment_fn: `fn(images, seed) -> images`, e.g. `random_affine`.
-      seed: the run's seed.
+      seed: the augmentation seed (a run passes its `augmentation` sub-seed, `siamese_tf.seeds`).
       stream: replica / worker id of this pipeline.
       start_step: the sampler's first step.
 

@@ -52,7 +52,7 @@ def split_indices(
       labels: integer labels [N].
       calibration_fraction: fraction of examples (or classes) for threshold calibration.
       test_fraction: fraction of examples (or classes) held out for the final report.
-      seed: integer seed.
+      seed: integer seed (a run passes its `split` sub-seed, `siamese_tf.seeds`).
       split_by: "example", "class" or "group".
       groups: integer group per row [N]; required by `split_by="group"`.
 
@@ -83,18 +83,20 @@ def split_indices(
     units = {"example": None, "class": labels}.get(split_by)
     if split_by == "group":
         units = groups = _checked_groups(groups, labels)
+    # One random stream for both draws (held out, then calibration vs test), consumed in order.
+    stream = np.random.RandomState(seed)
     try:
         if split_by == "example":
             train, rest = train_test_split(
-                rows, test_size=held_out, random_state=seed, stratify=labels
+                rows, test_size=held_out, random_state=stream, stratify=labels
             )
             calibration, test = train_test_split(
-                rest, test_size=test_share, random_state=seed + 1, stratify=labels[rest]
+                rest, test_size=test_share, random_state=stream, stratify=labels[rest]
             )
         else:
             values = np.unique(units)
-            train_u, rest_u = train_test_split(values, test_size=held_out, random_state=seed)
-            cal_u, test_u = train_test_split(rest_u, test_size=test_share, random_state=seed + 1)
+            train_u, rest_u = train_test_split(values, test_size=held_out, random_state=stream)
+            cal_u, test_u = train_test_split(rest_u, test_size=test_share, random_state=stream)
             train, calibration, test = (rows[np.isin(units, u)] for u in (train_u, cal_u, test_u))
     except ValueError:  # sklearn: a class too small to stratify, or too few classes.
         raise InputError(

@@ -15,6 +15,7 @@ from sklearn import metrics as sk_metrics
 
 from siamese_tf.evaluation.roc import parse_threshold_rule
 from siamese_tf.evaluation.sweep import ThresholdSweep, check_far, check_pairs
+from siamese_tf.threshold import same
 
 
 def _check_threshold(threshold) -> float:
@@ -28,7 +29,7 @@ def _check_threshold(threshold) -> float:
 
 
 def _at_threshold(d: np.ndarray, s: np.ndarray, threshold: float) -> dict:
-    accepted = d <= threshold
+    accepted = same(d, threshold)
     tp = int(np.sum(accepted & s))
     fp = int(np.sum(accepted & ~s))
     fn = int(np.sum(~accepted & s))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import keras
 import tensorflow as tf
 
@@ -9,8 +11,32 @@ from siamese_tf import compat, mining
 from siamese_tf import losses as losses_lib
 from siamese_tf.distances import pair_distances
 from siamese_tf.memory import CrossBatchMemory
+from siamese_tf.threshold import UNCALIBRATED, same
 
-UNCALIBRATED = -1.0
+log = logging.getLogger(__name__)
+
+
+def loss_settings(loss) -> dict:
+    """The settings of `SiameseModel` a compiled loss already holds, by constructor name.
+
+    A triplet loss mines with a distance metric and a margin: the model measures pair distances
+    (verification, the threshold) with that metric and reports the active-triplet fraction at
+    that margin. A `ContrastiveLoss` holds a margin but no metric (the model computes the
+    distances it scores). Other losses hold neither.
+
+    Args:
+      loss: the compiled loss (any object; None before `compile`).
+
+    Returns:
+      A subset of {"distance_metric": str, "stats_margin": float}.
+    """
+    settings = {}
+    if isinstance(loss, (losses_lib._TripletLoss, losses_lib.ContrastiveLoss)):  # noqa: SLF001
+        settings["stats_margin"] = float(loss.margin)
+    metric = getattr(loss, "distance_metric", None)
+    if isinstance(loss, losses_lib._TripletLoss) and isinstance(metric, str):  # noqa: SLF001
+        settings["distance_metric"] = metric  # A callable metric scores [B, B], not pairs.
+    return settings
 
 
 @keras.saving.register_keras_serializable(package="siamese_tf")
@@ -42,8 +68,11 @@ class SiameseModel(compat.BuildOnce, keras.Model):
       encoder: a Keras model mapping uint8 images [B, H, W, C] to L2-normalised embeddings
         [B, D] (the contract above).
       head: optional pair head `head([emb_a, emb_b]) -> probability same`.
-      distance_metric: "L2", "squared-L2" or "angular" (distances for pair losses and verification).
-      stats_margin: margin used for the reported active-triplet fraction.
+      distance_metric: "L2", "squared-L2" or "angular": the distance of pairs (pair losses,
+        verification, the threshold). None: the compiled loss's (a triplet loss's
+        `distance_metric`, so it is given once), else "L2".
+      stats_margin: margin of the reported active-triplet fraction. None: the compiled loss's
+        margin (triplet or contrastive), else 1.0.
       cross_replica_mining: with a batch loss (triplet or pair-based, `siamese_tf.losses`)
         under a multi-replica strategy, all-gather embeddings and labels so every replica mines
         over the global batch, scoring its own anchors; the step then equals one replica
@@ -62,8 +91,8 @@ class SiameseModel(compat.BuildOnce, keras.Model):
         self,
         encoder,
         head=None,
-        distance_metric="L2",
-        stats_margin=1.0,
+        distance_metric=None,
+        stats_margin=None,
         cross_replica_mining=False,
         proxies=None,
         cross_batch_memory=0,
@@ -76,8 +105,9 @@ class SiameseModel(compat.BuildOnce, keras.Model):
         self.proxies = proxies
         self.cross_batch_memory = int(cross_batch_memory)
         self.memory = CrossBatchMemory(self.cross_batch_memory) if cross_batch_memory else None
-        self.distance_metric = distance_metric
-        self.stats_margin = float(stats_margin)
+        # Kept as given: None means "the compiled loss's" (see the properties below).
+        self._distance_metric = distance_metric
+        self._stats_margin = None if stats_margin is None else float(stats_margin)
         self.threshold = self.add_weight(
             name="threshold",
             shape=(),
@@ -91,6 +121,20 @@ class SiameseModel(compat.BuildOnce, keras.Model):
         # Counts steps whose loss or gradients were NaN/inf: a NaN input can leave the loss
         # finite (masked out of mining) while the gradients poison the weights.
         self.nonfinite_tracker = keras.metrics.Sum(name="nonfinite_steps")
+
+    @property
+    def distance_metric(self) -> str:
+        """The pair distance: as given, else the compiled loss's, else "L2"."""
+        if self._distance_metric is not None:
+            return self._distance_metric
+        return loss_settings(getattr(self, "loss", None)).get("distance_metric", "L2")
+
+    @property
+    def stats_margin(self) -> float:
+        """The margin of the active-triplet fraction: as given, else the loss's, else 1.0."""
+        if self._stats_margin is not None:
+            return self._stats_margin
+        return loss_settings(getattr(self, "loss", None)).get("stats_margin", 1.0)
 
     def call(self, inputs, training=None):
         """Embeds a batch of images; given a pair batch `(images_a, images_b)`, scores it.
@@ -135,7 +179,7 @@ class SiameseModel(compat.BuildOnce, keras.Model):
         emb = self(tf.concat([images_a, images_b], axis=0), training=False)
         emb_a, emb_b = tf.split(emb, 2, axis=0)
         distances = self.pair_distances(emb_a, emb_b)
-        return distances, distances <= self.threshold
+        return distances, same(distances, self.threshold)
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit`; a (distributed) dataset is not shuffled: the samplers draw each batch.
@@ -183,8 +227,23 @@ class SiameseModel(compat.BuildOnce, keras.Model):
         return loss, stats, batch_size
 
     def _check_batch_kind(self, pairs):
-        """Refuses (at trace time) a batch layout the compiled loss cannot score."""
+        """Refuses (at trace time) a batch layout the compiled loss cannot score.
+
+        Also warns when the model was given a distance metric other than its loss's: pairs
+        would be verified by another distance than training mines with. A warning, not an
+        error, and only when training or testing: models saved that way keep loading.
+        (`compile` is not overridden for this: Keras would then skip compiling on load.)
+        """
         loss = getattr(self, "loss", None)
+        held = loss_settings(loss).get("distance_metric")
+        if held is not None and self._distance_metric not in (None, held):
+            log.warning(
+                "SiameseModel(distance_metric=%r) differs from its loss's %r: pairs are "
+                "verified with %r; leave distance_metric unset to use the loss's",
+                self._distance_metric,
+                held,
+                self._distance_metric,
+            )
         batch_loss = isinstance(loss, losses_lib.BatchLoss)
         proxy_loss = isinstance(loss, losses_lib.ArcFaceLoss) or self.proxies is not None
         if pairs and (batch_loss or proxy_loss or self.memory is not None):
