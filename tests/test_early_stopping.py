@@ -2,16 +2,13 @@
 exactly after a kill, and a finished early-stopped run is not trained further."""
 
 import json
-import os
 import pathlib
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
+from helpers import start_cli
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 # On digits (seed 0), val_eer is best at epoch 6 and worse at epoch 7: patience 1 stops at step
 # 35 of 40 (measured; the numbers move when the run's sub-seeds do, see siamese_tf/seeds.py).
 BEST_EPOCH = 6
@@ -30,15 +27,7 @@ ARGS = [
 
 
 def start(workdir):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.Popen(
-        [sys.executable, "-m", "launch.train", f"--workdir={workdir}", *ARGS],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_cli("train", f"--workdir={workdir}", *ARGS)
 
 
 def finish(proc):

@@ -18,12 +18,10 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import cli_env, start_cli
 
 from siamese_tf.distribute import cluster_resolver, get_strategy, lost_worker
 from siamese_tf.errors import InputError
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
 
 # Small but real: 3 epochs × 6 steps on two workers, op determinism on, a backup every step (so a
 # test can wait for any step by polling the workdir).
@@ -44,25 +42,17 @@ class Launch:
     """`python -m launch.multiworker --num_workers=2` in the background, its output in a file."""
 
     def __init__(self, workdir, log):
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-        env.pop("TF_CONFIG", None)
         self.workdir, self.log = pathlib.Path(workdir), pathlib.Path(log)
         with self.log.open("w") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "launch.multiworker",
-                    "--num_workers=2",
-                    "--",
-                    f"--workdir={workdir}",
-                    *ARGS,
-                ],
-                cwd=ROOT,
-                env=env,
+            self.proc = start_cli(
+                "multiworker",
+                "--num_workers=2",
+                "--",
+                f"--workdir={workdir}",
+                *ARGS,
+                env=cli_env(unset=["TF_CONFIG"]),
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                text=True,
             )
 
     def text(self):

@@ -1,21 +1,18 @@
 """Preemption-safe training: kill -9 twice and resume bit-identically, SIGTERM, SIGINT, configs."""
 
 import json
-import os
 import pathlib
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import keras
 import numpy as np
 import pytest
+from helpers import start_cli
 
 import siamese_tf  # noqa: F401
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Small but real: 3 epochs × 12 steps, backups every 4 steps, op determinism on.
 ARGS = [
     "--deterministic",
@@ -31,15 +28,7 @@ ARGS = [
 
 
 def start(workdir, *extra):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.Popen(
-        [sys.executable, "-m", "launch.train", f"--workdir={workdir}", *ARGS, *extra],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_cli("train", f"--workdir={workdir}", *ARGS, *extra)
 
 
 def finish(proc, timeout=300):

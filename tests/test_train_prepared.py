@@ -7,20 +7,17 @@ same report; a streamed run killed with SIGKILL and re-run must end the same too
 
 import io
 import json
-import os
 import pathlib
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
+from helpers import start_cli
 from PIL import Image
 from sklearn.datasets import load_digits
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 ARGS = [
     "--deterministic",
     "--epochs=2",
@@ -35,15 +32,7 @@ ARGS = [
 
 
 def run(module, *args, wait=True):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", module, *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli(module, *args)
     if not wait:
         return proc
     out, err = proc.communicate(timeout=300)
