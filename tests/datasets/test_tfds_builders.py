@@ -7,19 +7,18 @@ which lives beside its builder and is otherwise outside pytest's `testpaths`.
 import importlib
 import importlib.util
 import os
-import pathlib
 import re
 import shutil
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from helpers import cli_env, run_cli
+from helpers import ROOT, cli_env, run_cli
 
 from siamese_tf.data import tfds_local
 from siamese_tf.errors import InputError
 
-DATASETS = pathlib.Path(__file__).resolve().parents[1] / "datasets"
+DATASETS = ROOT / "datasets"
 LOCAL_DUMMY = DATASETS / "omniglot_local" / "dummy_data"
 SPLITS = {"background": 7, "evaluation": 4, "background_small1": 2, "background_small2": 3}
 
