@@ -88,7 +88,7 @@ def test_folder_and_prepared_runs_are_bit_identical(two_runs):
 
 def test_stopped_streamed_run_resumes_exactly(two_runs, digits_folder_and_store, tmp_path):
     # Stopped at a chosen step (--max_steps=4), then re-run to the end: the stream resumes at the
-    # record it had reached. (A real SIGKILL is tested once, in test_resume.py.)
+    # record it had reached. (A real SIGKILL is tested once, in trainers/test_resume.py.)
     _, store = digits_folder_and_store
     workdir = tmp_path / "stopped"
     args = (f"--workdir={workdir}", f"--dataset=prepared:{store}", *ARGS)
