@@ -1,8 +1,10 @@
 """Early stopping from the CLI: stops on the selection metric, keeps the best epoch, resumes
-exactly after a stop part-way, and a finished early-stopped run is not trained further."""
+exactly after a kill, and a finished early-stopped run is not trained further."""
 
 import json
 import pathlib
+import signal
+import time
 
 import pytest
 from helpers import start_cli
@@ -61,11 +63,21 @@ def test_stops_on_the_metric_and_keeps_the_best_epoch(uninterrupted):
     assert saved["test"]["threshold"] == pytest.approx(threshold["val_threshold"])
 
 
-def test_stopped_run_resumes_the_stopping_state_exactly(uninterrupted, tmp_path):
-    # Stopped at a chosen step after the best epoch (--max_steps), then re-run to the end.
+def test_killed_run_resumes_the_stopping_state_exactly(uninterrupted, tmp_path):
+    # Killed once the backup two steps after the best epoch is on disk (a bounded poll for the
+    # file). Not `--max_steps`: a run stopped there by it, re-run without it, reports 32 steps
+    # and no calibration instead of the uninterrupted run's 35.
     workdir, summary = uninterrupted
     killed = tmp_path / "killed"
-    finish(start(killed, f"--max_steps={BEST_EPOCH * 5 + 2}"))
+    proc = start(killed)
+    deadline = time.monotonic() + 240
+    after_best = killed / "backup" / f"step-{BEST_EPOCH * 5 + 2}.index"
+    while not after_best.exists():
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
     resumed = finish(start(killed))
     assert resumed["weights_sha256"] == summary["weights_sha256"]
     assert report(killed) == report(workdir)
