@@ -1,7 +1,8 @@
 """The one place private TensorFlow / Keras APIs are used, each with why and what would replace it.
 
-`tests/test_compat.py` checks every private name used here, so an upgrade that removes one fails
-there, loudly, rather than in a multi-worker job. `grep -rn "noqa: SLF001"` finds each use.
+`tests/siamese_tf/test_compat.py` checks every private name used here, so an upgrade that removes
+one fails there, loudly, rather than in a multi-worker job. `grep -rn "noqa: SLF001"` finds each
+use.
 """
 
 from __future__ import annotations

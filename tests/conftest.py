@@ -30,10 +30,11 @@ def two_cpus():
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 
+from helpers import tiny_config  # noqa: E402
+
 # A finished digits run's workdir, built once per session for the evaluate / predict / export
 # tests (weights at their seeded initialisation: evaluation needs a calibrated model, not a
 # trained one).
-TINY_RUN = dict(epochs=1, steps_per_epoch=3, calibration_pairs=100, test_pairs=100)
 
 
 def make_finished_run(path):
@@ -49,7 +50,7 @@ def make_finished_run(path):
     from trainers import metric_learning
     from trainers import workdir as wd
 
-    config = _tiny_config()
+    config = tiny_config()
     keras.utils.set_random_seed(config.seeds.initialisation)
     data = metric_learning.prepare_data(config)
     model = metric_learning.build_model(config, data.source.image_shape)
@@ -63,12 +64,6 @@ def make_finished_run(path):
     wd.write_json_atomic(wd.path(str(path), wd.CONFIG), config)
     wd.save_model_atomic(model, wd.path(str(path), wd.MODEL))
     wd.write_json_atomic(wd.path(str(path), wd.REPORT), report)
-
-
-def _tiny_config():
-    from trainers.config import TrainConfig
-
-    return TrainConfig(**TINY_RUN)
 
 
 @pytest.fixture(scope="session")

@@ -6,11 +6,11 @@ the second in a separate environment with torch and PML 2.x installed:
     python tests/pml_crosscheck.py dump /tmp/pml_values.npz
     /tmp/pmlvenv/bin/python tests/pml_crosscheck.py compare /tmp/pml_values.npz
 
-`dump` writes every batch of `test_similarity_losses.py` (plus three random 256 x 32 batches)
-with the numpy reference value and our float32 value for each loss configuration; `compare`
-computes PML's `MultiSimilarityLoss`, `CircleLoss` and `SupConLoss` (default reducers, no
-miner) in float64 and float32 and prints the largest relative differences. WORKSPACE.md
-records the result.
+`dump` writes every batch of `siamese_tf/test_similarity_losses.py` (plus three random
+256 x 32 batches) with the numpy reference value and our float32 value for each loss
+configuration; `compare` computes PML's `MultiSimilarityLoss`, `CircleLoss` and `SupConLoss`
+(default reducers, no miner) in float64 and float32 and prints the largest relative
+differences. WORKSPACE.md records the result.
 """
 
 import ast
@@ -21,7 +21,8 @@ import sys
 def dump(path):
     import numpy as np
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:0] = [here, os.path.join(here, "siamese_tf")]
     import test_similarity_losses as t
 
     rng = np.random.default_rng(99)

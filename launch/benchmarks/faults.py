@@ -4,7 +4,7 @@ Each row starts `launch.multiworker --num_workers=2` on a small deterministic jo
 step), injects one fault once backup `FAULT_AFTER` exists, and measures the seconds until the
 launcher exits, its exit status and the one-line messages. The peer of this suite is the
 fault-free run: nothing to compare speed against, so the table reports the bound itself.
-Resuming afterwards is what `tests/test_multiworker.py` checks (bit-identical weights).
+Resuming afterwards is what `tests/launch/test_multiworker.py` checks (bit-identical weights).
 """
 
 from __future__ import annotations

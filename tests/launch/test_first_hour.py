@@ -5,37 +5,25 @@ one story in one workdir; image folders are tiny generated PNGs.
 """
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
+import helpers
 import numpy as np
 import pytest
+from helpers import TINY_FLAGS, cli_env
 
 from trainers.config import TrainConfig
 from trainers.field_docs import attribute_docs, undocumented_fields
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Keep runs short; none of these flags is one the small-data fitting may change.
-SHORT = ("--epochs=1", "--steps_per_epoch=3", "--calibration_pairs=100", "--test_pairs=100")
+SHORT = TINY_FLAGS
 
 
 def run_cli(module, *args, native_logs=False, timeout=300):
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    env.pop("TF_CONFIG", None)
-    env.pop("SIAMESE_TF_NATIVE_LOGS", None)
-    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # What a user has: launch/ must keep it quiet.
+    # What a user has: no TF_CPP_MIN_LOG_LEVEL (launch/ must keep it quiet), no TF_CONFIG.
+    env = cli_env(unset=("TF_CONFIG", "SIAMESE_TF_NATIVE_LOGS", "TF_CPP_MIN_LOG_LEVEL"))
     if native_logs:
         env["SIAMESE_TF_NATIVE_LOGS"] = "1"
-    return subprocess.run(
-        [sys.executable, "-m", f"launch.{module}", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return helpers.run_cli(module, *args, env=env, timeout=timeout)
 
 
 def image_folder(root, sizes: dict, loose: int = 0):

@@ -2,27 +2,14 @@
 
 import io
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
+from helpers import run_cli
 from PIL import Image
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def run_prepare(*args, timeout=180):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run(
-        [sys.executable, "-m", "launch.prepare", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_cli("prepare", *args, timeout=timeout)
 
 
 def write_images(root, broken=False):

@@ -2,7 +2,6 @@
 
 import json
 import os
-import pathlib
 import shutil
 import subprocess
 import sys
@@ -10,13 +9,12 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import cli_env, run_cli
 from tensorflow.core.protobuf import saved_model_pb2
 
 from siamese_tf.errors import InputError
 from siamese_tf.export import export_saved_model
 from trainers import evaluation
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Runs in a process that cannot import siamese_tf: `-I` drops PYTHONPATH, the user site and the
 # script's folder from sys.path, and the cwd is outside the repository.
@@ -77,15 +75,8 @@ def _images(seed, shape):
 
 def test_cli_export_serves_without_siamese_tf(run, run_dir, tmp_path):
     out = tmp_path / "served"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run(
-        [sys.executable, "-m", "launch.export", f"--workdir={run_dir}", f"--out={out}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    env = cli_env()
+    result = run_cli("export", f"--workdir={run_dir}", f"--out={out}", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.split("summary: ", 1)[1].splitlines()[0])
     assert summary["signatures"] == ["embed", "verify"]

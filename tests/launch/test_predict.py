@@ -2,20 +2,14 @@
 
 import csv
 import io
-import os
-import pathlib
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from helpers import run_cli
 
 from siamese_tf.errors import InputError
 from trainers import evaluation, prediction
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
 
 # TensorFlow's C++ start-up lines (absl logging in TF 2.21, which TF_CPP_MIN_LOG_LEVEL does not
 # reach) are not the program's own output; silencing them belongs to launch/common.py.
@@ -65,18 +59,6 @@ def files(run, tmp_path_factory):
     big = np.repeat(np.kron(data.images[rows[4]], np.ones((4, 4, 1), np.uint8)), 3, axis=-1)
     big_jpeg = _save(root / "queries" / "big.jpg", big, fmt="JPEG")
     return {"root": root, "gallery": gallery, "queries": queries, "big_jpeg": big_jpeg}
-
-
-def run_cli(*args):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run(
-        [sys.executable, "-m", "launch.predict", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
 
 
 def test_pair_same_image_and_resized_rgb(run, files):
@@ -141,7 +123,7 @@ def test_bad_input_raises_input_error(run, files, tmp_path):
 
 def test_cli_pair(run, run_dir, files):
     a, b = files["gallery"][0][0], files["gallery"][0][0]
-    result = run_cli(f"--workdir={run_dir}", "--pair", a, b)
+    result = run_cli("predict", f"--workdir={run_dir}", "--pair", a, b)
     assert result.returncode == 0, result.stderr[-3000:]
     verdict, distance, threshold = result.stdout.split()
     assert verdict == "same" and float(distance.split("=")[1]) == pytest.approx(0.0, abs=1e-3)
@@ -151,6 +133,7 @@ def test_cli_pair(run, run_dir, files):
 def test_cli_missing_query_is_one_line_exit_2(run_dir, files, tmp_path):
     missing = tmp_path / "missing.png"
     result = run_cli(
+        "predict",
         f"--workdir={run_dir}",
         f"--gallery={files['root'] / 'gallery'}",
         "--query",

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import ROOT
 
 import siamese_tf  # noqa: F401
 from siamese_tf import inference
@@ -67,7 +68,7 @@ def test_cross_replica_mining_flag_mines_over_the_global_batch(tmp_path, two_cpu
 
 BASE = dict(epochs=2, steps_per_epoch=2, calibration_pairs=40, test_pairs=40)
 ONE_STEP = dict(epochs=1, steps_per_epoch=1)
-DUMMY_ZIPS = pathlib.Path(__file__).resolve().parents[1] / "datasets/omniglot_local/dummy_data"
+DUMMY_ZIPS = ROOT / "datasets/omniglot_local/dummy_data"
 RUNS = {
     "base": {},
     "model": dict(

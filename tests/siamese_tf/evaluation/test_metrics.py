@@ -1,12 +1,12 @@
 """Verification metrics (`siamese_tf.evaluation` roc, reports, bootstrap): by hand, vs sklearn."""
 
 import math
-import pathlib
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from helpers import ROOT
 from sklearn import metrics as sk_metrics
 
 from siamese_tf import evaluation as m
@@ -352,7 +352,7 @@ def test_bad_parameters():
 def test_evaluation_modules_do_not_import_tensorflow():
     # `import siamese_tf` registers the Keras classes (and so loads TensorFlow); the evaluation
     # modules themselves stay numpy + scikit-learn, so load them without the package __init__.
-    folder = pathlib.Path(__file__).resolve().parents[1] / "siamese_tf" / "evaluation"
+    folder = ROOT / "siamese_tf" / "evaluation"
     code = (
         "import sys, types\n"
         f"root = types.ModuleType('siamese_tf'); root.__path__ = [{str(folder.parent)!r}]\n"

@@ -15,15 +15,12 @@ import sys
 import threading
 import time
 
-import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import cli_env, start_cli
 
 from siamese_tf.distribute import cluster_resolver, get_strategy, lost_worker
 from siamese_tf.errors import InputError
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
 
 # Small but real: 3 epochs × 6 steps on two workers, op determinism on, a backup every step (so a
 # test can wait for any step by polling the workdir).
@@ -44,25 +41,17 @@ class Launch:
     """`python -m launch.multiworker --num_workers=2` in the background, its output in a file."""
 
     def __init__(self, workdir, log):
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-        env.pop("TF_CONFIG", None)
         self.workdir, self.log = pathlib.Path(workdir), pathlib.Path(log)
         with self.log.open("w") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "launch.multiworker",
-                    "--num_workers=2",
-                    "--",
-                    f"--workdir={workdir}",
-                    *ARGS,
-                ],
-                cwd=ROOT,
-                env=env,
+            self.proc = start_cli(
+                "multiworker",
+                "--num_workers=2",
+                "--",
+                f"--workdir={workdir}",
+                *ARGS,
+                env=cli_env(unset=["TF_CONFIG"]),
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                text=True,
             )
 
     def text(self):
@@ -72,6 +61,8 @@ class Launch:
         return self.proc.wait(timeout=timeout)
 
     def poll_until(self, condition, what, timeout=300):
+        # A bounded poll of the workdir and log (the only view of the job's progress), never a
+        # sleep to synchronise.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             value = condition()
@@ -125,22 +116,22 @@ def test_two_workers_train_to_identical_weights(uninterrupted):
     assert report["replicas"] == 2 and report["steps"] == TOTAL_STEPS
 
 
-def _schedule_rng():
-    seed = int(time.time())
-    print("signal schedule seed", seed)  # shown on failure, to replay the schedule
-    return np.random.default_rng(seed)
+# Fixed signal points: SIGTERM to worker 1 once the backup of step 4 is on disk; after the resume,
+# SIGKILL to the chief (the harder loss: it writes the backups) three steps further.
+SIGNAL_AFTER = 4
+KILL_STEPS_LATER = 3
+VICTIM = 0
 
 
 def test_sigterm_to_one_worker_then_a_worker_killed_then_resume_is_bit_identical(
     uninterrupted, tmp_path
 ):
     # One job through two faults (one test: each 2-worker launch costs tens of seconds here).
-    rng = _schedule_rng()
     workdir = tmp_path / "run"
 
     # 1. A scheduler often notifies one worker only: worker 1 (not the chief) gets SIGTERM at a
-    # random step; both workers must save the same step and exit 75.
-    signal_after = int(rng.integers(2, 7))
+    # chosen step; both workers must save the same step and exit 75.
+    signal_after = SIGNAL_AFTER
     launch = Launch(workdir, tmp_path / "log1")
     pids = launch.worker_pids()
     launch.wait_for_backup(signal_after)
@@ -153,11 +144,11 @@ def test_sigterm_to_one_worker_then_a_worker_killed_then_resume_is_bit_identical
     step = steps.pop()
     assert signal_after <= step < TOTAL_STEPS - 2 and backup_steps(workdir)[-1] == step
 
-    # 2. The re-run resumes there; then a random worker (the chief too) is killed outright (the
+    # 2. The re-run resumes there; then a worker (the chief) is killed outright (the
     # OOM killer, a lost node): the survivor's collective fails, it names the lost worker and
     # exits 69; the launcher names it too. `wait`'s timeout bounds the whole stop.
-    kill_after = min(step + int(rng.integers(1, 6)), TOTAL_STEPS - 2)
-    victim = int(rng.integers(0, 2))
+    kill_after = min(step + KILL_STEPS_LATER, TOTAL_STEPS - 2)
+    victim = VICTIM
     launch = Launch(workdir, tmp_path / "log2")
     pids = launch.worker_pids()
     launch.wait_for_backup(kill_after)

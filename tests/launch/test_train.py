@@ -1,37 +1,18 @@
 """`python -m launch.train` through absl: a tiny run, and bad input as one line with exit 2."""
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from helpers import TINY_FLAGS, run_cli
 
 
 def run_train(*args, timeout=240):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run(
-        [sys.executable, "-m", "launch.train", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_cli("train", *args, timeout=timeout)
 
 
 def test_cli_trains_a_tiny_run(tmp_path):
     workdir = tmp_path / "run"
-    result = run_train(
-        f"--workdir={workdir}",
-        "--epochs=1",
-        "--steps_per_epoch=3",
-        "--calibration_pairs=100",
-        "--test_pairs=100",
-    )
+    result = run_train(f"--workdir={workdir}", *TINY_FLAGS)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout.split("summary: ", 1)[1].splitlines()[0])
     assert 0.0 <= summary["test_auc"] <= 1.0

@@ -3,16 +3,13 @@
 import dataclasses
 import io
 import json
-import os
-import pathlib
 import shutil
-import subprocess
-import sys
 import zipfile
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import run_cli, tiny_config
 
 from siamese_tf.data.images import decode_encoded_images
 from siamese_tf.data.one_shot_runs import read_omniglot_runs
@@ -20,10 +17,8 @@ from siamese_tf.errors import InputError
 from siamese_tf.evaluation import oneshot, retrieval
 from siamese_tf.inference import embed
 from trainers import eval_protocols, evaluation
-from trainers.config import TrainConfig
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY = TrainConfig(epochs=1, steps_per_epoch=3, calibration_pairs=100, test_pairs=100)
+TINY = tiny_config()
 
 
 FAST = evaluation.EvalOptions(bootstrap=200, episodes=50, projection="pca")
@@ -42,18 +37,6 @@ def workdir(run_dir, tmp_path):
     for name in ("config.json", "model.keras", "report.json"):
         shutil.copy(run_dir / name, copy / name)
     return copy
-
-
-def run_cli(*args):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run(
-        [sys.executable, "-m", "launch.evaluate", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
 
 
 def test_verification_reproduces_the_training_report(workdir):
@@ -223,6 +206,7 @@ def test_uncalibrated_model_refuses_verification(run_dir, workdir):
 
 def test_cli_writes_reports_plots_and_projector(workdir):
     result = run_cli(
+        "evaluate",
         f"--workdir={workdir}",
         "--protocol=verification,retrieval",
         "--projector",

@@ -7,20 +7,18 @@ which lives beside its builder and is otherwise outside pytest's `testpaths`.
 import importlib
 import importlib.util
 import os
-import pathlib
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from helpers import ROOT, cli_env, run_cli
 
 from siamese_tf.data import tfds_local
 from siamese_tf.errors import InputError
 
-DATASETS = pathlib.Path(__file__).resolve().parents[1] / "datasets"
+DATASETS = ROOT / "datasets"
 LOCAL_DUMMY = DATASETS / "omniglot_local" / "dummy_data"
 SPLITS = {"background": 7, "evaluation": 4, "background_small1": 2, "background_small2": 3}
 
@@ -187,19 +185,10 @@ def test_unknown_name_lists_the_folders_searched(tmp_path):
 
 def _prepare_cli(cwd, *args, builders=None):
     """`python -m launch.prepare` run from `cwd`, with `$SIAMESE_TF_DATASETS` = `builders`."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    env["PYTHONPATH"] = os.pathsep.join([str(DATASETS.parent), env.get("PYTHONPATH", "")])
-    env.pop(tfds_local.ENV_VAR, None)
+    env = cli_env(unset=[tfds_local.ENV_VAR])
     if builders:
         env[tfds_local.ENV_VAR] = str(builders)
-    return subprocess.run(
-        [sys.executable, "-m", "launch.prepare", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_cli("prepare", *args, cwd=cwd, env=env, timeout=300)
 
 
 def test_cli_finds_builders_by_setting_not_by_checkout(tmp_path):

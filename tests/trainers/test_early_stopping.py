@@ -2,16 +2,13 @@
 exactly after a kill, and a finished early-stopped run is not trained further."""
 
 import json
-import os
 import pathlib
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
+from helpers import start_cli
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 # On digits (seed 0), val_eer is best at epoch 6 and worse at epoch 7: patience 1 stops at step
 # 35 of 40 (measured; the numbers move when the run's sub-seeds do, see siamese_tf/seeds.py).
 BEST_EPOCH = 6
@@ -29,16 +26,8 @@ ARGS = [
 ]
 
 
-def start(workdir):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.Popen(
-        [sys.executable, "-m", "launch.train", f"--workdir={workdir}", *ARGS],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def start(workdir, *extra):
+    return start_cli("train", f"--workdir={workdir}", *ARGS, *extra)
 
 
 def finish(proc):
@@ -75,6 +64,9 @@ def test_stops_on_the_metric_and_keeps_the_best_epoch(uninterrupted):
 
 
 def test_killed_run_resumes_the_stopping_state_exactly(uninterrupted, tmp_path):
+    # Killed once the backup two steps after the best epoch is on disk (a bounded poll for the
+    # file). Not `--max_steps`: a run stopped there by it, re-run without it, reports 32 steps
+    # and no calibration instead of the uninterrupted run's 35.
     workdir, summary = uninterrupted
     killed = tmp_path / "killed"
     proc = start(killed)

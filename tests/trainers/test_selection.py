@@ -2,18 +2,14 @@
 
 import json
 import logging
-import os
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from helpers import run_cli
 
 from siamese_tf.callbacks import OneShotValidation, StalledLearning
 from siamese_tf.errors import InputError
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 OPEN_SET = [
     "--split_by=class",
     "--calibration_fraction=0.3",
@@ -27,15 +23,7 @@ OPEN_SET = [
 
 
 def run_train(*args):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run(
-        [sys.executable, "-m", "launch.train", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_cli("train", *args, timeout=300)
 
 
 def test_cli_logs_the_oneshot_accuracy_every_epoch(tmp_path):

@@ -6,13 +6,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import TINY_RUN
 
 import siamese_tf  # noqa: F401
 from siamese_tf.errors import InputError
 from trainers import metric_learning
 from trainers.config import TrainConfig
 
-TINY = dict(epochs=1, steps_per_epoch=4, calibration_pairs=100, test_pairs=100)
+TINY = {**TINY_RUN, "steps_per_epoch": 4}
 
 
 def test_one_epoch_smoke_run_writes_the_workdir(tmp_path):
