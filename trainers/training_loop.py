@@ -17,6 +17,26 @@ import tensorflow as tf
 from siamese_tf.checkpointing import CheckpointCallback, CoordinatedStop, TrainingState
 
 
+class _RecordedEpochs(keras.callbacks.CallbackList):
+    """A `CallbackList` that does not end an epoch a preemption or a NaN cut short.
+
+    Keras calls `on_epoch_end` after `stop_training`, so a job stopped mid-epoch would log,
+    calibrate and record (metrics.jsonl, the progress line, History) an epoch it did not
+    finish, and its resumed run would record that epoch again. Keras has no hook to veto one
+    epoch's end for every callback, hence this list; `fit` uses a `CallbackList` it is given
+    as is. `cut_short()` is the checkpoint callback's verdict, reached in `on_train_batch_end`,
+    before any `on_epoch_end`.
+    """
+
+    def __init__(self, callbacks, cut_short, **kwargs):
+        super().__init__(callbacks, **kwargs)
+        self._cut_short = cut_short
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._cut_short():
+            super().on_epoch_end(epoch, logs)
+
+
 class StopAtStep(keras.callbacks.Callback):
     """Stops training once the optimizer has applied `total_steps` updates (`--max_steps`)."""
 
@@ -149,12 +169,25 @@ def fit_resumable(
             epoch, offset = divmod(step, steps_per_epoch)
             # A mid-epoch resume finishes its epoch alone; otherwise run all remaining epochs.
             last_epoch = epoch + 1 if offset else epochs
+            callback_list = _RecordedEpochs(
+                all_callbacks,
+                lambda: (
+                    checkpoint_cb.preempted_at is not None
+                    or checkpoint_cb.non_finite_at is not None
+                ),
+                add_history=True,
+                add_progbar=verbose != 0,
+                verbose=verbose,
+                epochs=last_epoch,
+                steps=steps_per_epoch - offset,
+                model=model,
+            )
             result = model.fit(
                 make_dataset(step),
                 initial_epoch=epoch,
                 epochs=last_epoch,
                 steps_per_epoch=steps_per_epoch - offset,
-                callbacks=all_callbacks,
+                callbacks=callback_list,
                 verbose=verbose,
                 shuffle=False,  # The samplers draw every batch; Keras would warn it ignores it.
             )
