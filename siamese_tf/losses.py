@@ -166,8 +166,8 @@ class BatchLoss(keras.losses.Loss):
         return config
 
 
-class _TripletLoss(BatchLoss):
-    """Shared plumbing of the triplet losses: margin, distance metric, config."""
+class TripletLoss(BatchLoss):
+    """Base of the triplet losses: a margin and a distance metric, which `SiameseModel` reads."""
 
     def __init__(self, margin=1.0, distance_metric="L2", name=None, **kwargs):
         super().__init__(name=name, **kwargs)
@@ -188,7 +188,7 @@ class _TripletLoss(BatchLoss):
 
 
 @keras.saving.register_keras_serializable(package="siamese_tf")
-class TripletSemiHardLoss(_TripletLoss):
+class TripletSemiHardLoss(TripletLoss):
     """Triplet loss with semi-hard negative mining (drop-in for `tfa.losses.TripletSemiHardLoss`).
 
     `loss(y_true=labels [B] or [B, 1], y_pred=embeddings [B, D])`; see `triplet_semihard_loss`.
@@ -207,7 +207,7 @@ class TripletSemiHardLoss(_TripletLoss):
         )
 
 
-class _SoftTripletLoss(_TripletLoss):
+class _SoftTripletLoss(TripletLoss):
     def __init__(self, margin=1.0, soft=False, distance_metric="L2", name=None, **kwargs):
         super().__init__(margin=margin, distance_metric=distance_metric, name=name, **kwargs)
         self.soft = bool(soft)

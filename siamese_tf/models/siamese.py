@@ -31,10 +31,10 @@ def loss_settings(loss) -> dict:
       A subset of {"distance_metric": str, "stats_margin": float}.
     """
     settings = {}
-    if isinstance(loss, (losses_lib._TripletLoss, losses_lib.ContrastiveLoss)):  # noqa: SLF001
+    if isinstance(loss, (losses_lib.TripletLoss, losses_lib.ContrastiveLoss)):
         settings["stats_margin"] = float(loss.margin)
     metric = getattr(loss, "distance_metric", None)
-    if isinstance(loss, losses_lib._TripletLoss) and isinstance(metric, str):  # noqa: SLF001
+    if isinstance(loss, losses_lib.TripletLoss) and isinstance(metric, str):
         settings["distance_metric"] = metric  # A callable metric scores [B, B], not pairs.
     return settings
 
