@@ -3,7 +3,7 @@
 A run has one `--seed`; each thing it draws at random (the split, the batches, the pair sets,
 the episodes, ...) gets its own sub-seed, `derive(seed, name)`, and nothing else decides a
 seed. Streams are therefore independent of each other (no two share a sub-seed by accident, as
-hand-written offsets like `seed + 1` did), and code that rebuilds a draw — evaluation redrawing
+hand-written offsets of the run seed did), and code that rebuilds a draw — evaluation redrawing
 the test pairs training reported on — asks for the same name instead of copying a number.
 
 The derivation is numpy's `SeedSequence` with the name's UTF-8 bytes as the spawn key: pure,
