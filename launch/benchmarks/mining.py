@@ -24,7 +24,8 @@ The pair-based and proxy losses (the second table), at every B, forward and grad
   and run here). TF Similarity has no supervised contrastive loss (its `SimCLRLoss` is the
   unsupervised NT-Xent), so SupCon has no peer row.
 
-Time: median of `repeats` runs after a warm-up, inside one `tf.function`, in this process;
+Time: per call, median of `repeats` samples of back-to-back calls (~0.2 s each) after a
+warm-up, inside one `tf.function`, in this process;
 at each B every implementation except the tiled one is timed round-robin, side by side, so
 the ratios to the floors hold on a machine whose load changes.
 Memory: a fresh subprocess per (implementation, B) — RSS peaks cannot be reset in-process — that
@@ -172,34 +173,48 @@ def _step(impl: str, batch_size: int = 0, dim: int = 0, samples_per_class: int =
     return step
 
 
+# Each timed sample runs enough back-to-back calls to last about this long: at B=1024 one call
+# takes a few milliseconds, and a median of single calls moved a ratio to the floor between 1.2
+# and 1.8 from one run to the next.
+_SAMPLE_SECONDS = 0.2
+
+
+def _calls_per_sample(step, labels, emb) -> int:
+    """Warms `step` up (tracing it) and returns how many calls fill `_SAMPLE_SECONDS`."""
+    step(labels, emb)[1][0].numpy()
+    start = time.perf_counter()
+    step(labels, emb)[1][0].numpy()
+    return max(1, math.ceil(_SAMPLE_SECONDS / (time.perf_counter() - start)))
+
+
+def _seconds_per_call(step, labels, emb, calls) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        result = step(labels, emb)
+    result[1][0].numpy()
+    return (time.perf_counter() - start) / calls
+
+
 def _time(impl: str, batch_size: int, dim: int, samples_per_class: int, repeats: int) -> float:
     labels, emb = _inputs(batch_size, dim, samples_per_class)
     step = _step(impl, batch_size, dim, samples_per_class)
-    step(labels, emb)[1][0].numpy()  # trace and warm up
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step(labels, emb)[1][0].numpy()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
+    calls = _calls_per_sample(step, labels, emb)
+    return statistics.median(_seconds_per_call(step, labels, emb, calls) for _ in range(repeats))
 
 
 def _time_interleaved(impls, batch_size, dim, samples_per_class, repeats) -> dict:
-    """Median seconds of each implementation, timed round-robin at one batch size.
+    """Median seconds per call of each implementation, timed round-robin at one batch size.
 
     Round-robin rather than one implementation after the other: on a shared machine the load
     changes over minutes, and a ratio to the floor is only meaningful from runs side by side.
     """
     labels, emb = _inputs(batch_size, dim, samples_per_class)
     steps = {impl: _step(impl, batch_size, dim, samples_per_class) for impl in impls}
-    for step in steps.values():
-        step(labels, emb)[1][0].numpy()  # trace and warm up
+    calls = {impl: _calls_per_sample(step, labels, emb) for impl, step in steps.items()}
     seconds = {impl: [] for impl in impls}
     for _ in range(repeats):
         for impl, step in steps.items():
-            start = time.perf_counter()
-            step(labels, emb)[1][0].numpy()
-            seconds[impl].append(time.perf_counter() - start)
+            seconds[impl].append(_seconds_per_call(step, labels, emb, calls[impl]))
     return {impl: statistics.median(values) for impl, values in seconds.items()}
 
 
