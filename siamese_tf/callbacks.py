@@ -18,7 +18,6 @@ from siamese_tf.errors import InputError
 from siamese_tf.evaluation.episodes import episode_rows, source_episodes
 from siamese_tf.evaluation.oneshot import n_way_k_shot_accuracy
 from siamese_tf.inference import embed, pair_set_distances
-from siamese_tf.threshold import is_calibrated
 
 # Stable TensorBoard names of the calibration summaries (under `<log_dir>/calibration`).
 SUMMARY_SUBDIR = "calibration"
@@ -177,23 +176,24 @@ class ThresholdCalibration(keras.callbacks.Callback):
             self.write_summaries(distances, summary["threshold"], step)
         return summary
 
-    def ensure_calibrated(self, model) -> dict | None:
-        """Calibrates `model` now unless its threshold is already set.
+    def calibrate_final(self, model) -> dict:
+        """Calibrates `model` as it leaves training; returns its figures as epoch-log keys.
 
-        For the end of training: a resumed run that had already finished trains no epoch, so
-        no epoch end calibrated the model it restored. Runs on host.
+        At the end of training the kept weights need not be the last epoch end's: early
+        stopping may have restored its best epoch, `--max_steps` may have cut the last epoch
+        (a cut epoch does not end), or a finished run was resumed with nothing left to train.
+        The same weights always give the same threshold. Runs on host.
 
         Args:
           model: the model to calibrate (becomes this callback's model).
 
         Returns:
-          The `calibrate` summary, or None when the model was already calibrated (or gives
-          non-finite distances).
+          `{prefix + name: value}` of the `calibrate` summary; empty when the model gives
+          non-finite distances (its threshold is then left alone).
         """
-        if is_calibrated(model.threshold):
-            return None
         self.set_model(model)
-        return self.calibrate()
+        summary = self.calibrate() or {}
+        return {f"{self.prefix}{name}": float(v) for name, v in summary.items()}
 
     def write_summaries(self, distances, threshold: float, step: int) -> None:
         """Writes the ROC / histogram summaries of calibration distances (no-op without a writer).

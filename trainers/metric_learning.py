@@ -457,7 +457,7 @@ def _train_and_report(
         )
     if stopping is not None and stopping.restore_best(model):
         log.info("early stopping: the weights of epoch %d are kept", stopping.best_epoch + 1)
-    calibration.ensure_calibrated(model)  # A resumed, already finished run trained no epoch.
+    final_calibration = calibration.calibrate_final(model)
     report = evaluate_test(model, config, data, workdir=workdir if chief else None)
     report.update(
         train_seconds=round(train_seconds, 2),
@@ -466,7 +466,7 @@ def _train_and_report(
         epochs=-(-result.end_step // config.steps_per_epoch),
         replicas=strategy.num_replicas_in_sync,
         weights_sha256=weights_digest(model),
-        calibration={k: v[-1] for k, v in result.history.items() if k.startswith("val_")},
+        calibration=final_calibration,
     )
     if stopping is not None:
         report["early_stopping"] = {

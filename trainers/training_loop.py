@@ -18,14 +18,14 @@ from siamese_tf.checkpointing import CheckpointCallback, CoordinatedStop, Traini
 
 
 class _RecordedEpochs(keras.callbacks.CallbackList):
-    """A `CallbackList` that does not end an epoch a preemption or a NaN cut short.
+    """A `CallbackList` that does not end an epoch a preemption, a NaN or `--max_steps` cut short.
 
     Keras calls `on_epoch_end` after `stop_training`, so a job stopped mid-epoch would log,
-    calibrate and record (metrics.jsonl, the progress line, History) an epoch it did not
-    finish, and its resumed run would record that epoch again. Keras has no hook to veto one
-    epoch's end for every callback, hence this list; `fit` uses a `CallbackList` it is given
-    as is. `cut_short()` is the checkpoint callback's verdict, reached in `on_train_batch_end`,
-    before any `on_epoch_end`.
+    calibrate, count towards early stopping and record (metrics.jsonl, the progress line,
+    History) an epoch it did not finish, and the run resumed or extended from there would
+    record that epoch again. Keras has no hook to veto one epoch's end for every callback,
+    hence this list; `fit` uses a `CallbackList` it is given as is. `cut_short(epoch)` is
+    decided in `on_train_batch_end`, before any `on_epoch_end`.
     """
 
     def __init__(self, callbacks, cut_short, **kwargs):
@@ -33,7 +33,7 @@ class _RecordedEpochs(keras.callbacks.CallbackList):
         self._cut_short = cut_short
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self._cut_short():
+        if not self._cut_short(epoch):
             super().on_epoch_end(epoch, logs)
 
 
@@ -171,9 +171,10 @@ def fit_resumable(
             last_epoch = epoch + 1 if offset else epochs
             callback_list = _RecordedEpochs(
                 all_callbacks,
-                lambda: (
+                lambda epoch: (
                     checkpoint_cb.preempted_at is not None
                     or checkpoint_cb.non_finite_at is not None
+                    or state.step < (epoch + 1) * steps_per_epoch  # --max_steps mid-epoch
                 ),
                 add_history=True,
                 add_progbar=verbose != 0,

@@ -159,18 +159,16 @@ def test_calibrates_inside_fit_and_logs_reach_history(calibration_set):
     assert float(model.threshold.numpy()) == pytest.approx(history.history["val_threshold"][-1])
 
 
-def test_ensure_calibrated_calibrates_only_an_uncalibrated_model(calibration_set):
+def test_calibrate_final_calibrates_the_weights_as_they_leave_training(calibration_set):
     _, images, pairs, distances = calibration_set
     model = PointModel()
     model.build((None, 1, 1))
-    callback = ThresholdCalibration(images, pairs)
-    summary = callback.ensure_calibrated(model)  # e.g. a finished run resumed: no epoch end
+    model.threshold.assign(0.123)  # e.g. an earlier epoch's threshold, before a best-epoch restore
+    figures = ThresholdCalibration(images, pairs).calibrate_final(model)
     expected = eval_metrics.calibrate(distances, pairs.same)["threshold"]
-    assert summary["threshold"] == pytest.approx(expected)
+    assert figures["val_threshold"] == pytest.approx(expected)
     assert float(model.threshold.numpy()) == pytest.approx(expected, rel=1e-6)
-    model.threshold.assign(0.123)  # Already calibrated: left alone.
-    assert callback.ensure_calibrated(model) is None
-    assert float(model.threshold.numpy()) == pytest.approx(0.123)
+    assert {"val_auc", "val_eer"} <= set(figures)
 
 
 def test_from_labels_takes_arrays_or_a_source_and_refuses_encoded_images(calibration_set):
