@@ -47,7 +47,7 @@ def make_finished_run(path):
     import keras
 
     from siamese_tf.callbacks import ThresholdCalibration
-    from trainers import metric_learning
+    from trainers import metric_learning, run_outputs
     from trainers import workdir as wd
 
     config = tiny_config()
@@ -58,7 +58,7 @@ def make_finished_run(path):
     calibration = ThresholdCalibration(data.calibration.images, pairs, rule=config.threshold_rule)
     calibration.set_model(model)
     calibration.calibrate()
-    report = metric_learning.evaluate_test(model, config, data)
+    report = run_outputs.evaluate_test(model, config, data)
     path.mkdir(parents=True)
     config = {**json.loads(config.to_json()), "split_sizes": data.splits.sizes()}
     wd.write_json_atomic(wd.path(str(path), wd.CONFIG), config)

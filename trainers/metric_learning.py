@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -41,7 +40,6 @@ from siamese_tf.distribute import (
 from siamese_tf.early_stopping import ResumableEarlyStopping
 from siamese_tf.errors import InputError
 from siamese_tf.heads import ClassProxies, PairClassifierHead
-from siamese_tf.inference import embed, nearest_gallery_labels, pair_set_distances
 from siamese_tf.models import SiameseModel, build_encoder, loss_settings
 from trainers import losses as run_losses
 from trainers import run_outputs, small_data
@@ -214,52 +212,6 @@ def make_train_dataset(config: TrainConfig, train: Source, strategy, start_step:
         return replica_dataset(config, train, replica_units, stream, start_element)
 
     return distribute_pk_dataset(strategy, make, run_losses.batch_units(config), start_step)
-
-
-# 1-NN accuracy is measured on at most this many test examples (evenly spaced rows), each
-# against the whole training gallery, streamed: memory stays bounded for a split of any size.
-ONE_NN_MAX_QUERIES = 10_000
-
-
-def evaluate_test(
-    model: SiameseModel, config: TrainConfig, data: PreparedData, workdir: str | None = None
-) -> dict:
-    """The final report on the test split at the calibrated threshold (never tuned on test).
-
-    Images are read a bounded batch at a time (from memory or a prepared store): only the rows
-    the test pairs use, the 1-NN queries, and the training gallery streamed once. With
-    `workdir`, also writes the run's plots (`trainers.run_outputs.write_run_plots`).
-    """
-    pairs = config.held_out_pairs("test", data.test.labels)
-    distances = pair_set_distances(model, data.test, pairs, config.eval_batch_size)
-    threshold = float(model.threshold.numpy())
-    report = {"test": eval_metrics.verification_report(distances, pairs.same, threshold)}
-    if workdir is not None:
-        run_outputs.write_run_plots(
-            workdir, distances, pairs.same, threshold, wd.path(workdir, wd.METRICS)
-        )
-    if config.split_by == "example":
-        rows = np.unique(
-            np.linspace(0, len(data.test) - 1, min(len(data.test), ONE_NN_MAX_QUERIES)).astype(int)
-        )
-        queries = data.test.take(rows)
-        nearest = nearest_gallery_labels(
-            model, embed(model, queries, config.eval_batch_size), data.train, config.eval_batch_size
-        )
-        report["one_nn_accuracy"] = float(np.mean(nearest == queries.labels))
-    else:
-        # Open set: test classes are absent from the training gallery, so 1-NN against it is
-        # meaningless; the one-shot protocols of `launch.evaluate` measure this case.
-        report["one_nn_accuracy"] = None
-    return report
-
-
-def weights_digest(model) -> str:
-    """SHA-256 of every weight's bytes: equal digests mean bit-identical models."""
-    digest = hashlib.sha256()
-    for weight in model.weights:
-        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager
@@ -458,14 +410,14 @@ def _train_and_report(
     if stopping is not None and stopping.restore_best(model):
         log.info("early stopping: the weights of epoch %d are kept", stopping.best_epoch + 1)
     final_calibration = calibration.calibrate_final(model)
-    report = evaluate_test(model, config, data, workdir=workdir if chief else None)
+    report = run_outputs.evaluate_test(model, config, data, workdir=workdir if chief else None)
     report.update(
         train_seconds=round(train_seconds, 2),
         start_step=result.start_step,
         steps=result.end_step,
         epochs=-(-result.end_step // config.steps_per_epoch),
         replicas=strategy.num_replicas_in_sync,
-        weights_sha256=weights_digest(model),
+        weights_sha256=run_outputs.weights_digest(model),
         calibration=final_calibration,
     )
     if stopping is not None:

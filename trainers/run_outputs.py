@@ -1,5 +1,7 @@
-"""What a training run shows and leaves beside its numbers: a plain line per epoch, and plots/.
+"""What a training run reports, shows and leaves: the test report, a line per epoch, plots/.
 
+* `evaluate_test`: report.json's test figures at the calibrated threshold, and 1-NN accuracy;
+* `weights_digest`: the SHA-256 of the weights (bit-identical runs have equal digests);
 * `EpochLine`: one plain line per epoch (no progress bar, no terminal control codes) for logs
   that go to a file or a pipe;
 * `write_run_plots`: `plots/` of a finished run: the test pairs' ROC curve with the operating
@@ -11,6 +13,7 @@ Runs on host, on the chief.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -18,8 +21,12 @@ import sys
 import time
 
 import keras
+import numpy as np
 
+from siamese_tf import evaluation as eval_metrics
 from siamese_tf import plots
+from siamese_tf.inference import embed, nearest_gallery_labels, pair_set_distances
+from trainers import workdir as wd
 
 PLOTS_DIR = "plots"
 ROC_PNG = "test_roc_curve.png"
@@ -111,3 +118,47 @@ def _read_records(path: str) -> list:
                 except json.JSONDecodeError:
                     continue  # A line cut short by a kill.
     return records
+
+
+# 1-NN accuracy is measured on at most this many test examples (evenly spaced rows), each
+# against the whole training gallery, streamed: memory stays bounded for a split of any size.
+ONE_NN_MAX_QUERIES = 10_000
+
+
+def evaluate_test(model, config, data, workdir: str | None = None) -> dict:
+    """The final report on the test split at the calibrated threshold (never tuned on test).
+
+    `data` is the run's `trainers.metric_learning.PreparedData`.
+
+    Images are read a bounded batch at a time (from memory or a prepared store): only the rows
+    the test pairs use, the 1-NN queries, and the training gallery streamed once. With
+    `workdir`, also writes the run's plots (`trainers.run_outputs.write_run_plots`).
+    """
+    pairs = config.held_out_pairs("test", data.test.labels)
+    distances = pair_set_distances(model, data.test, pairs, config.eval_batch_size)
+    threshold = float(model.threshold.numpy())
+    report = {"test": eval_metrics.verification_report(distances, pairs.same, threshold)}
+    if workdir is not None:
+        write_run_plots(workdir, distances, pairs.same, threshold, wd.path(workdir, wd.METRICS))
+    if config.split_by == "example":
+        rows = np.unique(
+            np.linspace(0, len(data.test) - 1, min(len(data.test), ONE_NN_MAX_QUERIES)).astype(int)
+        )
+        queries = data.test.take(rows)
+        nearest = nearest_gallery_labels(
+            model, embed(model, queries, config.eval_batch_size), data.train, config.eval_batch_size
+        )
+        report["one_nn_accuracy"] = float(np.mean(nearest == queries.labels))
+    else:
+        # Open set: test classes are absent from the training gallery, so 1-NN against it is
+        # meaningless; the one-shot protocols of `launch.evaluate` measure this case.
+        report["one_nn_accuracy"] = None
+    return report
+
+
+def weights_digest(model) -> str:
+    """SHA-256 of every weight's bytes: equal digests mean bit-identical models."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()
