@@ -29,8 +29,9 @@ warm-up, inside one `tf.function`, in this process;
 at each B every implementation except the tiled one is timed round-robin, side by side, so
 the ratios to the floors hold on a machine whose load changes.
 Memory: a fresh subprocess per (implementation, B) — RSS peaks cannot be reset in-process — that
-reports its peak RSS (VmHWM; `ru_maxrss` would include the parent's peak, see `_peak_rss_mb`)
-and the peak minus its peak after importing TensorFlow and building the inputs (the delta).
+reports its peak RSS (VmHWM; `ru_maxrss` would include the parent's peak, see
+`process_memory.peak_rss_mb`) and the peak minus its peak after importing TensorFlow and
+building the inputs (the delta).
 
 Called by `python -m launch.benchmark --suite=mining`; no flags here.
 """
@@ -38,15 +39,13 @@ Called by `python -m launch.benchmark --suite=mining`; no flags here.
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 import os
 import statistics
-import subprocess
-import sys
 import time
 
 from launch import WORKSPACE
+from launch.benchmarks.process_memory import peak_rss_mb, run_in_subprocess
 
 _GB = 1024**3
 IMPLS = ("ours", "tiled", "floor")
@@ -91,19 +90,13 @@ def _inputs(batch_size: int, dim: int, samples_per_class: int):
     return labels, tf.constant(emb)
 
 
-def _tfsim_reference():
-    """launch/benchmarks/tfsim_reference.py (TF Similarity's algorithms, re-implemented)."""
-    from launch.benchmarks import tfsim_reference
-
-    return tfsim_reference
-
-
-def _loss_value_fn(impl: str, batch_size: int, dim: int, samples_per_class: int):
-    """`(value_fn(labels, emb), extra watched variables)` of a pair-based or proxy loss."""
+def _value_fn(impl: str, batch_size: int, dim: int, samples_per_class: int):
+    """`(value_fn(labels, emb), extra watched variables)` of one implementation."""
     import numpy as np
     import tensorflow as tf
 
-    from siamese_tf import losses, similarity_losses
+    from launch.benchmarks import tfsim_reference
+    from siamese_tf import distances, losses, similarity_losses
 
     if impl.endswith("arcface") or impl == "floor:proxies":
         classes = -(-batch_size // samples_per_class)
@@ -118,50 +111,31 @@ def _loss_value_fn(impl: str, batch_size: int, dim: int, samples_per_class: int)
             loss = losses.ArcFaceLoss()
             return (lambda labels, emb: loss(labels, cosines(emb))), [kernel]
         if impl == "tfsim:arcface":
-            reference = _tfsim_reference()
-            return (lambda labels, emb: reference.arcface_loss(labels, emb, kernel)), [kernel]
+            return (lambda labels, e: tfsim_reference.arcface_loss(labels, e, kernel)), [kernel]
         return (lambda labels, emb: tf.reduce_sum(cosines(emb))), [kernel]
     if impl == "floor:cosine":
         similarity = similarity_losses.cosine_similarity_rows
         return (lambda labels, emb: tf.reduce_sum(similarity(emb))), []
-    family, name = impl.split(":")
-    if family == "tfsim":
-        fn = getattr(_tfsim_reference(), f"{name}_loss")
-        return (lambda labels, emb: fn(labels, emb)), []
+    if impl == "floor":
+        return (lambda labels, emb: tf.reduce_sum(distances.pairwise_distances(emb))), []
+    if impl == "tiled":
+        return _tfa_reference().triplet_semihard_loss, []
+    if impl.startswith("tfsim:"):
+        return getattr(tfsim_reference, f"{impl[len('tfsim:') :]}_loss"), []
     loss = {
-        "multi_similarity": losses.MultiSimilarityLoss,
-        "circle": losses.CircleLoss,
-        "supcon": losses.SupConLoss,
-    }[name]()
+        "ours": losses.TripletSemiHardLoss,
+        "ours:multi_similarity": losses.MultiSimilarityLoss,
+        "ours:circle": losses.CircleLoss,
+        "ours:supcon": losses.SupConLoss,
+    }[impl]()
     return (lambda labels, emb: loss(labels, emb)), []
 
 
-def _step(impl: str, batch_size: int = 0, dim: int = 0, samples_per_class: int = 1):
+def _step(impl: str, batch_size: int, dim: int, samples_per_class: int):
     """A tf.function `(labels, embeddings) -> (value, gradients)` for one implementation."""
     import tensorflow as tf
 
-    from siamese_tf import distances, losses
-
-    watched = []
-    if impl in LOSS_IMPLS:
-        value_fn, watched = _loss_value_fn(impl, batch_size, dim, samples_per_class)
-    elif impl == "ours":
-        loss = losses.TripletSemiHardLoss()
-
-        def value_fn(labels, emb):
-            return loss(labels, emb)
-    elif impl == "tiled":
-        reference = _tfa_reference()
-
-        def value_fn(labels, emb):
-            return reference.triplet_semihard_loss(labels, emb)
-    elif impl == "floor":
-
-        def value_fn(labels, emb):
-            del labels
-            return tf.reduce_sum(distances.pairwise_distances(emb))
-    else:
-        raise ValueError(f"unknown implementation {impl!r}")
+    value_fn, watched = _value_fn(impl, batch_size, dim, samples_per_class)
 
     @tf.function
     def step(labels, emb):
@@ -195,13 +169,6 @@ def _seconds_per_call(step, labels, emb, calls) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def _time(impl: str, batch_size: int, dim: int, samples_per_class: int, repeats: int) -> float:
-    labels, emb = _inputs(batch_size, dim, samples_per_class)
-    step = _step(impl, batch_size, dim, samples_per_class)
-    calls = _calls_per_sample(step, labels, emb)
-    return statistics.median(_seconds_per_call(step, labels, emb, calls) for _ in range(repeats))
-
-
 def _time_interleaved(impls, batch_size, dim, samples_per_class, repeats) -> dict:
     """Median seconds per call of each implementation, timed round-robin at one batch size.
 
@@ -218,75 +185,42 @@ def _time_interleaved(impls, batch_size, dim, samples_per_class, repeats) -> dic
     return {impl: statistics.median(values) for impl, values in seconds.items()}
 
 
-def _peak_rss_mb() -> float:
-    """Peak RSS of this process in MB: VmHWM where Linux has it, else ru_maxrss.
+def peak_memory(impl: str, batch_size: int, dim: int, samples_per_class: int) -> dict:
+    """Runs in a fresh process: baseline and peak RSS (MB) of two calls of one implementation.
 
-    `ru_maxrss` survives fork + exec on Linux: a child started by a process that has grown
-    reports the parent's peak until it exceeds it. VmHWM belongs to the process' own memory
-    map, which exec replaces, so it is the child's own peak.
+    The baseline is the peak after importing TensorFlow and building the inputs.
     """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _child(impl: str, batch_size: int, dim: int, samples_per_class: int) -> None:
-    """Runs in a fresh process: prints one JSON line with baseline and peak RSS (MB)."""
     labels, emb = _inputs(batch_size, dim, samples_per_class)
-    baseline = _peak_rss_mb()
+    baseline = peak_rss_mb()
     step = _step(impl, batch_size, dim, samples_per_class)
     for _ in range(2):
         step(labels, emb)[1][0].numpy()
-    print(json.dumps({"baseline_mb": baseline, "peak_mb": _peak_rss_mb()}))
+    return {"baseline_mb": baseline, "peak_mb": peak_rss_mb()}
 
 
-def _memory(impl: str, batch_size: int, dim: int, samples_per_class: int) -> dict:
-    code = (
-        "from launch.benchmarks.mining import _child; "
-        f"_child({impl!r}, {batch_size}, {dim}, {samples_per_class})"
-    )
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(WORKSPACE), env.get("PYTHONPATH")) if p)
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=WORKSPACE,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
-        return {"error": f"exit {done.returncode}: {' '.join(tail)}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _measure(impl, batch_size, dim, samples_per_class, repeats, note="", memory=True, seconds=None):
-    if memory:
-        memory = _memory(impl, batch_size, dim, samples_per_class)
-    else:
-        memory = {"error": "memory not measured"}
-    if seconds is None:
-        seconds = _time(impl, batch_size, dim, samples_per_class, repeats)
-    row = {
+def _row(batch_size, impl, seconds=None, note="", peak_mb=None, delta_mb=None) -> dict:
+    return {
         "batch_size": batch_size,
         "impl": impl,
         "seconds": seconds,
-        "peak_rss_mb": memory.get("peak_mb"),
-        "delta_mb": None,
-        "note": note or memory.get("error", ""),
+        "peak_rss_mb": peak_mb,
+        "delta_mb": delta_mb,
+        "note": note,
     }
-    if "peak_mb" in memory:
-        row["delta_mb"] = memory["peak_mb"] - memory["baseline_mb"]
-        row["baseline_mb"] = memory["baseline_mb"]
-    return row
+
+
+def _measure(impl, batch_size, dim, samples_per_class, repeats, seconds, memory, note=""):
+    """One row: `seconds` (timed alone when None), peak memory from a fresh process (`memory`)."""
+    if seconds is None:
+        seconds = _time_interleaved((impl,), batch_size, dim, samples_per_class, repeats)[impl]
+    if not memory:
+        return _row(batch_size, impl, seconds, note or "memory not measured")
+    try:
+        mem = run_in_subprocess(peak_memory, impl, batch_size, dim, samples_per_class)
+    except RuntimeError as err:
+        return _row(batch_size, impl, seconds, note or str(err))
+    row = _row(batch_size, impl, seconds, note, mem["peak_mb"], mem["peak_mb"] - mem["baseline_mb"])
+    return {**row, "baseline_mb": mem["baseline_mb"]}
 
 
 def _find(rows, impl, batch_size):
@@ -372,66 +306,22 @@ def run(
 
     rows = []
     skipped_any = False
+    settings, limit = (dim, samples_per_class, repeats), tiled_limit_gb * _GB
     for batch_size in sizes:
         # Ours, the floors and the TF Similarity peers side by side (the tiled formulation,
         # up to 100x slower, alone).
-        side_by_side = _time_interleaved(
-            ("ours", "floor", *loss_impls), batch_size, dim, samples_per_class, repeats
-        )
-        for impl in IMPLS:
-            if impl == "tiled" and tiled_bytes(batch_size) > tiled_limit_gb * _GB:
+        side_by_side = _time_interleaved(("ours", "floor", *loss_impls), batch_size, *settings)
+        for impl in (*IMPLS, *loss_impls):
+            if impl == "tiled" and tiled_bytes(batch_size) > limit:
                 skipped_any = True
                 need = tiled_bytes(batch_size) / _GB
-                rows.append(
-                    {
-                        "batch_size": batch_size,
-                        "impl": impl,
-                        "seconds": None,
-                        "peak_rss_mb": None,
-                        "delta_mb": None,
-                        "note": f"skipped: would need {need:.1f} GB",
-                    }
-                )
+                rows.append(_row(batch_size, impl, note=f"skipped: would need {need:.1f} GB"))
                 continue
-            rows.append(
-                _measure(
-                    impl,
-                    batch_size,
-                    dim,
-                    samples_per_class,
-                    repeats,
-                    memory=measure_memory,
-                    seconds=side_by_side.get(impl),
-                )
-            )
-        for impl in loss_impls:
-            rows.append(
-                _measure(
-                    impl,
-                    batch_size,
-                    dim,
-                    samples_per_class,
-                    repeats,
-                    memory=measure_memory,
-                    seconds=side_by_side[impl],
-                )
-            )
-    if (
-        skipped_any
-        and anchor_size not in sizes
-        and tiled_bytes(anchor_size) <= tiled_limit_gb * _GB
-    ):
-        rows.append(
-            _measure(
-                "tiled",
-                anchor_size,
-                dim,
-                samples_per_class,
-                repeats,
-                "extrapolation anchor",
-                memory=measure_memory,
-            )
-        )
+            seconds = side_by_side.get(impl)  # None: the tiled formulation, timed alone
+            rows.append(_measure(impl, batch_size, *settings, seconds, measure_memory))
+    if skipped_any and anchor_size not in sizes and tiled_bytes(anchor_size) <= limit:
+        note = "extrapolation anchor"
+        rows.append(_measure("tiled", anchor_size, *settings, None, measure_memory, note))
 
     result = {
         "rows": rows,
