@@ -61,8 +61,8 @@ def _pump(stream, prefix: str, out) -> None:
 
 
 # Worker exit statuses (launch/train.py) that mean "stopped in agreement, a backup was saved".
-STOPPED = (75, 130)
-EXIT_LOST_WORKER = 69
+STOPPED = (common.EXIT_PREEMPTED, common.EXIT_INTERRUPTED)
+EXIT_LOST_WORKER = common.EXIT_LOST_WORKER
 # After a worker is lost, the others end by themselves: at once when its sockets closed, within
 # TensorFlow's coordination-service heartbeat timeout (10 s) when it froze. This bounds the wait
 # before the launcher kills them; after a coordinated stop it bounds the wait for the last save.

@@ -172,8 +172,8 @@ def _seconds_per_call(step, labels, emb, calls) -> float:
 def _time_interleaved(impls, batch_size, dim, samples_per_class, repeats) -> dict:
     """Median seconds per call of each implementation, timed round-robin at one batch size.
 
-    Round-robin rather than one implementation after the other: on a shared machine the load
-    changes over minutes, and a ratio to the floor is only meaningful from runs side by side.
+    Round-robin rather than one after the other: on a shared machine the load changes over
+    minutes, and a ratio to the floor is only meaningful from runs side by side.
     """
     labels, emb = _inputs(batch_size, dim, samples_per_class)
     steps = {impl: _step(impl, batch_size, dim, samples_per_class) for impl in impls}
@@ -221,6 +221,11 @@ def _measure(impl, batch_size, dim, samples_per_class, repeats, seconds, memory,
         return _row(batch_size, impl, seconds, note or str(err))
     row = _row(batch_size, impl, seconds, note, mem["peak_mb"], mem["peak_mb"] - mem["baseline_mb"])
     return {**row, "baseline_mb": mem["baseline_mb"]}
+
+
+def _ratio(numerator, denominator):
+    """`numerator / denominator`, or None when either is missing (or zero)."""
+    return numerator / denominator if numerator and denominator else None
 
 
 def _find(rows, impl, batch_size):
@@ -331,29 +336,22 @@ def run(
         "tensorflow": tf.__version__,
         "cpus": os.cpu_count(),
     }
-    ours_1024 = _find(rows, "ours", 1024)
+    ours_1024 = _find(rows, "ours", 1024) or {}
+    ours_4096 = _find(rows, "ours", 4096) or {}
+    floor_4096 = _find(rows, "floor", 4096) or {}
     tiled_s, tiled_peak, tiled_delta, source = _tiled_at(rows, 1024, anchor_size)
-    result["tiled_1024_source"] = source
-    result["speedup_vs_tiled_1024"] = (
-        tiled_s / ours_1024["seconds"] if ours_1024 and tiled_s else None
-    )
-    result["memory_ratio_vs_tiled_1024"] = (
-        tiled_peak / ours_1024["peak_rss_mb"]
-        if ours_1024 and tiled_peak and ours_1024["peak_rss_mb"]
-        else None
-    )
-    result["memory_delta_ratio_vs_tiled_1024"] = (
-        tiled_delta / max(ours_1024["delta_mb"], 1.0)
-        if ours_1024 and tiled_delta and ours_1024["delta_mb"] is not None
-        else None
-    )
-    ours_4096 = _find(rows, "ours", 4096)
-    floor_4096 = _find(rows, "floor", 4096)
-    result["seconds_4096"] = ours_4096["seconds"] if ours_4096 else None
-    result["peak_mb_4096"] = ours_4096["peak_rss_mb"] if ours_4096 else None
-    result["delta_mb_4096"] = ours_4096["delta_mb"] if ours_4096 else None
-    result["ratio_to_floor_4096"] = (
-        ours_4096["seconds"] / floor_4096["seconds"] if ours_4096 and floor_4096 else None
+    ours_delta = ours_1024.get("delta_mb")
+    result.update(
+        tiled_1024_source=source,
+        speedup_vs_tiled_1024=_ratio(tiled_s, ours_1024.get("seconds")),
+        memory_ratio_vs_tiled_1024=_ratio(tiled_peak, ours_1024.get("peak_rss_mb")),
+        memory_delta_ratio_vs_tiled_1024=_ratio(
+            tiled_delta, None if ours_delta is None else max(ours_delta, 1.0)
+        ),
+        seconds_4096=ours_4096.get("seconds"),
+        peak_mb_4096=ours_4096.get("peak_rss_mb"),
+        delta_mb_4096=ours_4096.get("delta_mb"),
+        ratio_to_floor_4096=_ratio(ours_4096.get("seconds"), floor_4096.get("seconds")),
     )
 
     def at_least(value, target):
@@ -397,11 +395,11 @@ def loss_table(rows, sizes) -> list:
                     "peak_rss_mb": ours["peak_rss_mb"],
                     "delta_mb": ours["delta_mb"],
                     "floor_seconds": floor["seconds"] if floor else None,
-                    "ratio_to_floor": ours["seconds"] / floor["seconds"] if floor else None,
+                    "ratio_to_floor": _ratio(ours["seconds"], floor and floor["seconds"]),
                     "peer": peer_name if peer else None,
                     "peer_seconds": peer["seconds"] if peer else None,
                     "peer_delta_mb": peer["delta_mb"] if peer else None,
-                    "speedup_vs_peer": peer["seconds"] / ours["seconds"] if peer else None,
+                    "speedup_vs_peer": _ratio(peer and peer["seconds"], ours["seconds"]),
                 }
             )
     return table

@@ -200,14 +200,8 @@ def measure_throughput(images, labels, p: int, k: int, store_dir=None, tutorial=
         pairs, same = create_pairs(images, labels)
         setup_s = time.perf_counter() - start
         rate = _in_graph_rate(tutorial_dataset(pairs, same, BATCH_IMAGES // 2), batches)
-        rows.append(
-            _row(
-                "tutorial create_pairs arrays",
-                rate,
-                setup_s=round(setup_s, 2),
-                pairs_mb=round(pairs.nbytes / 2**20),
-            )
-        )
+        extra = {"setup_s": round(setup_s, 2), "pairs_mb": round(pairs.nbytes / 2**20)}
+        rows.append(_row("tutorial create_pairs arrays", rate, **extra))
         del pairs, same
     return {
         "p": p,
@@ -270,17 +264,8 @@ def measure_overhead(images, labels, p: int, k: int, steps: int = 30, repeats: i
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=TripletSemiHardLoss(margin=0.5))
     pipeline = pk_batches(images, labels, classes_per_batch=p, samples_per_class=k, seed=0)
     made = list(pipeline.take(steps).as_numpy_iterator())
-    premade = (
-        tf.data.Dataset.from_tensor_slices(
-            (
-                tf.constant(np.stack([x for x, _ in made])),
-                tf.constant(np.stack([y for _, y in made])),
-            )
-        )
-        .cache()
-        .repeat()
-    )
-    premade = premade.prefetch(tf.data.AUTOTUNE)
+    made = tuple(tf.constant(np.stack(part)) for part in zip(*made, strict=True))
+    premade = tf.data.Dataset.from_tensor_slices(made).cache().repeat().prefetch(tf.data.AUTOTUNE)
 
     class StepTimes(keras.callbacks.Callback):
         """Intervals between consecutive batch ends: one training step including its input."""
@@ -377,17 +362,15 @@ def format_table(result: dict) -> str:
         f"pipeline benchmark: {result['num_images']} images 28x28, data {result['data']}, "
         f"{result['cpus']} CPUs",
         "",
+        "(a) sampler throughput (tf.data consumed in-graph; 128 images per batch)",
     ]
-    lines.append("(a) sampler throughput (tf.data consumed in-graph; 128 images per batch)")
     for block in result["throughput"]:
         lines.append(f"  {block['data']}, P×K = {block['p']}×{block['k']}")
         lines.append(f"    {'pipeline':<48}{'batches/s':>12}{'images/s':>12}")
         for row in block["rows"]:
-            note = (
-                f"  (pairs built in {row['setup_s']} s, {row['pairs_mb']} MB)"
-                if ("setup_s" in row)
-                else ""
-            )
+            note = ""
+            if "setup_s" in row:
+                note = f"  (pairs built in {row['setup_s']} s, {row['pairs_mb']} MB)"
             lines.append(
                 f"    {row['pipeline']:<48}{row['batches_per_s']:>12.1f}"
                 f"{row['images_per_s']:>12,}{note}"
@@ -396,15 +379,13 @@ def format_table(result: dict) -> str:
             f"    speedup vs generator: {block['speedup_vs_generator']}x "
             f"(vs direct __getitem__: {block['speedup_vs_generator_direct']}x)"
         )
-    lines.append("")
-    lines.append(f"(b) peak memory above imports, {result['num_images']} images (MB)")
-    for variant, mb in result["peak_mb"].items():
-        lines.append(f"    {variant:<48}{mb:>12.1f}")
-    lines.append("")
+    lines += ["", f"(b) peak memory above imports, {result['num_images']} images (MB)"]
+    lines += [f"    {variant:<48}{mb:>12.1f}" for variant, mb in result["peak_mb"].items()]
     o = result["overhead"]
-    lines.append("(c) training step, conv_small + TripletSemiHardLoss, P×K = 8×16 (median ms)")
-    lines.append(
+    lines += [
+        "",
+        "(c) training step, conv_small + TripletSemiHardLoss, P×K = 8×16 (median ms)",
         f"    fed by pk_batches {o['step_ms_pipeline']:.2f} ms, pre-made tensors "
-        f"{o['step_ms_premade']:.2f} ms: overhead ratio {o['overhead_ratio']:.3f}"
-    )
+        f"{o['step_ms_premade']:.2f} ms: overhead ratio {o['overhead_ratio']:.3f}",
+    ]
     return "\n".join(lines)

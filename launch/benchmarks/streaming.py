@@ -198,10 +198,6 @@ def compare_arrayrecord(path: str, folder: str, batches: int = 200) -> dict:
     }
 
 
-def _store_mb(meta: dict) -> float:
-    return sum(s["bytes"] for s in meta["shards"]) / (1 << 20)
-
-
 def run(sizes=None, batches: int = 20, rounds: int = 3) -> dict:
     """Writes both stores, measures each in a fresh process, returns the figures."""
     if sizes:
@@ -219,7 +215,7 @@ def run(sizes=None, batches: int = 20, rounds: int = 3) -> dict:
             meta = write_synthetic_store(os.path.join(tmp, name), count)
             result[f"prepare_seconds_{name}"] = round(time.perf_counter() - start, 1)
             result[f"images_{name}"] = count
-            result[f"dataset_mb_{name}"] = round(_store_mb(meta), 1)
+            result[f"dataset_mb_{name}"] = round(sum(s["bytes"] for s in meta["shards"]) / 2**20, 1)
             measured = measure_store(os.path.join(tmp, name), batches, rounds)
             result[f"peak_rss_mb_{name}"] = measured["peak_rss_mb"]
             result[f"measured_{name}"] = measured
