@@ -90,12 +90,10 @@ def main(argv):
             run, FLAGS.gallery, queries, FLAGS.threshold, FLAGS.batch_size
         )
         for r in results:
+            match = f"unknown (nearest {r['nearest']})" if r["match"] is None else r["match"]
             if FLAGS.json:
                 print(json.dumps(r))
             else:
-                match = r["match"]
-                if match is None:
-                    match = f"unknown (nearest {r['nearest']})"
                 print(
                     f"{r['query']}\t{match}\tdistance={r['distance']:.6f}\t"
                     f"threshold={r['threshold']:.6f}"

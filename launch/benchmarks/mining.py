@@ -6,9 +6,7 @@ embeddings):
 * `ours`: `siamese_tf.losses.TripletSemiHardLoss` — forward and gradient;
 * `tiled`: TFA's O(B³) formulation (`tests/tfa_reference.py`) — forward and gradient; skipped
   where its B³ tensors would not fit (`tiled_limit_gb`), and then measured at `anchor_size`
-  instead and scaled by (B / anchor_size)^e, e the growth exponent measured between the two
-  largest measured sizes (clamped to [2, 3]: conservative, as e < 3 while B is small),
-  flagged as an extrapolation;
+  and scaled by (B / anchor_size)^e, flagged as an extrapolation (`_growth_exponent`: why e);
 * `floor`: the B×B pairwise-distance matrix alone — forward and gradient of its sum, the least
   any mining loss has to do.
 
@@ -25,9 +23,9 @@ The pair-based and proxy losses (the second table), at every B, forward and grad
   unsupervised NT-Xent), so SupCon has no peer row.
 
 Time: per call, median of `repeats` samples of back-to-back calls (~0.2 s each) after a
-warm-up, inside one `tf.function`, in this process;
-at each B every implementation except the tiled one is timed round-robin, side by side, so
-the ratios to the floors hold on a machine whose load changes.
+warm-up, inside one `tf.function`, in this process; at each B every implementation except the
+tiled one is timed round-robin, side by side, so the ratios to the floors hold on a machine
+whose load changes.
 Memory: a fresh subprocess per (implementation, B) — RSS peaks cannot be reset in-process — that
 reports its peak RSS (VmHWM; `ru_maxrss` would include the parent's peak, see
 `process_memory.peak_rss_mb`) and the peak minus its peak after importing TensorFlow and
@@ -65,9 +63,8 @@ LOSS_IMPLS = {
 
 def _tfa_reference():
     """tests/tfa_reference.py, loaded by path (it is not part of an installed package)."""
-    spec = importlib.util.spec_from_file_location(
-        "tfa_reference", WORKSPACE / "tests" / "tfa_reference.py"
-    )
+    path = WORKSPACE / "tests" / "tfa_reference.py"
+    spec = importlib.util.spec_from_file_location("tfa_reference", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -387,21 +384,20 @@ def loss_table(rows, sizes) -> list:
                 peer, peer_name = _find(rows, f"tfsim:{loss}", batch_size), "tfsim"
             if ours is None:
                 continue
-            table.append(
-                {
-                    "loss": loss,
-                    "batch_size": batch_size,
-                    "seconds": ours["seconds"],
-                    "peak_rss_mb": ours["peak_rss_mb"],
-                    "delta_mb": ours["delta_mb"],
-                    "floor_seconds": floor["seconds"] if floor else None,
-                    "ratio_to_floor": _ratio(ours["seconds"], floor and floor["seconds"]),
-                    "peer": peer_name if peer else None,
-                    "peer_seconds": peer["seconds"] if peer else None,
-                    "peer_delta_mb": peer["delta_mb"] if peer else None,
-                    "speedup_vs_peer": _ratio(peer and peer["seconds"], ours["seconds"]),
-                }
-            )
+            entry = {
+                "loss": loss,
+                "batch_size": batch_size,
+                "seconds": ours["seconds"],
+                "peak_rss_mb": ours["peak_rss_mb"],
+                "delta_mb": ours["delta_mb"],
+                "floor_seconds": floor["seconds"] if floor else None,
+                "ratio_to_floor": _ratio(ours["seconds"], floor and floor["seconds"]),
+                "peer": peer_name if peer else None,
+                "peer_seconds": peer["seconds"] if peer else None,
+                "peer_delta_mb": peer["delta_mb"] if peer else None,
+                "speedup_vs_peer": _ratio(peer and peer["seconds"], ours["seconds"]),
+            }
+            table.append(entry)
     return table
 
 

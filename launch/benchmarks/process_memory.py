@@ -37,10 +37,9 @@ def peak_rss_mb() -> float:
 
 
 def reset_peak_rss() -> bool:
-    """Resets the peak-RSS mark to the current RSS (Linux `clear_refs`).
+    """Resets the peak-RSS mark to the current RSS (Linux `clear_refs`); False if not allowed.
 
-    So the imports' transient peak does not hide a measurement's. Returns False where the
-    kernel does not allow it.
+    So that the imports' transient peak does not hide the measurement's.
     """
     try:
         with open("/proc/self/clear_refs", "w", encoding="ascii") as f:

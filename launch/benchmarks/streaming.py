@@ -18,7 +18,6 @@ this machine, at two dataset sizes:
    median over its rounds. `decode_limit_ratio` = ours ÷ plain, on the large store.
 3. Peak RSS (VmHWM, reset after the imports) of our pipeline's processes (the highest);
    `rss_growth_ratio` = large ÷ small: memory must not grow with the dataset.
-
 4. The store format against ArrayRecord (the format TFDS writes for random access): the small
    store's records copied into one ArrayRecord file (`group_size:1`, as Grain requires), then
    the same random batches of 256 record ids read by `ArrayRecordDataSource.__getitems__` and
