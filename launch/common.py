@@ -51,8 +51,15 @@ from absl import app, flags, logging  # noqa: E402
 
 from siamese_tf.errors import InputError  # noqa: E402
 
+# Exit statuses besides 0 and 1 (a NaN loss or an unexpected error), in README.
 EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+# 128 + SIGINT, as a shell reports Ctrl-C (training saves a backup first; re-run to resume).
+EXIT_INTERRUPTED = 130
+# EX_TEMPFAIL: training stopped on SIGTERM (or, multi-worker, a peer's stop) after saving; re-run.
+EXIT_PREEMPTED = 75
+# EX_UNAVAILABLE: a worker of a multi-worker job was lost; nothing was saved after the last
+# backup; re-run to resume from it.
+EXIT_LOST_WORKER = 69
 
 
 def fail(message: str) -> None:
@@ -130,11 +137,8 @@ def help_text(width: int = 100) -> str:
     main = sys.modules.get("__main__")
     parts = [textwrap.dedent(getattr(main, "__doc__", None) or "").strip()]
     by_module = flags.FLAGS.flags_by_module_dict()
-    own = [
-        flag
-        for flag in by_module.get(sys.argv[0], [])
-        if flag.name not in _CONFIG_FLAGS and flag.name not in ("helpfull", "helpxml")
-    ]
+    skip = {*_CONFIG_FLAGS, "helpfull", "helpxml"}
+    own = [flag for flag in by_module.get(sys.argv[0], []) if flag.name not in skip]
     if own:
         parts.append("Flags:\n" + "\n".join(_flag_help(f, width) for f in own))
     if _CONFIG_FLAGS:

@@ -70,17 +70,11 @@ def _one_loss(loss, out, eval_dataset, single_thread):
     if single_thread:
         env.update(TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
     log_path = os.path.join(out, f"{loss}.log")
-    train = [
-        "launch.train",
-        f"--workdir={workdir}",
-        f"--flagfile={WORKSPACE / 'launch' / 'configs' / (FLAGS.recipe + '.flags')}",
-        f"--loss={loss}",
-        f"--seed={FLAGS.seed}",
-        *([f"--max_steps={FLAGS.max_steps}"] if FLAGS.max_steps else []),
-        *([f"--manual_dir={FLAGS.manual_dir}"] if FLAGS.manual_dir else []),
-        *([f"--data_dir={FLAGS.data_dir}"] if FLAGS.data_dir else []),
-        *FLAGS.train_args,
-    ]
+    flagfile = WORKSPACE / "launch" / "configs" / (FLAGS.recipe + ".flags")
+    train = ["launch.train", f"--workdir={workdir}", f"--flagfile={flagfile}", f"--loss={loss}"]
+    train.append(f"--seed={FLAGS.seed}")
+    optional = ("max_steps", "manual_dir", "data_dir")  # passed on only when set
+    train += [f"--{n}={FLAGS[n].value}" for n in optional if FLAGS[n].value] + FLAGS.train_args
     _run(train, env, log_path)
     with open(os.path.join(workdir, "report.json"), encoding="utf-8") as f:
         report = json.load(f)
@@ -94,21 +88,10 @@ def _one_loss(loss, out, eval_dataset, single_thread):
         "seconds_per_step": report["train_seconds"] / steps if steps else None,
     }
     if eval_dataset:
-        _run(
-            [
-                "launch.evaluate",
-                f"--workdir={workdir}",
-                "--protocol=oneshot,verification",
-                "--split=all",
-                f"--dataset={eval_dataset}",
-                f"--ways={FLAGS.ways}",
-                "--shots=1",
-                f"--episodes={FLAGS.episodes}",
-                "--plots=false",
-            ],
-            env,
-            log_path,
-        )
+        evaluate = ["launch.evaluate", f"--workdir={workdir}", "--protocol=oneshot,verification"]
+        evaluate += ["--split=all", f"--dataset={eval_dataset}", f"--ways={FLAGS.ways}"]
+        evaluate += ["--shots=1", f"--episodes={FLAGS.episodes}", "--plots=false"]
+        _run(evaluate, env, log_path)
         eval_dir = os.path.join(workdir, "eval")
         with open(os.path.join(eval_dir, "oneshot_all.json"), encoding="utf-8") as f:
             episodes = json.load(f)["episodes"][f"{FLAGS.ways}way_1shot"]

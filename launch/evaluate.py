@@ -18,6 +18,7 @@ saw).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -96,26 +97,10 @@ def main(argv):
         raise InputError("--workdir is required: the folder of a finished run")
     from trainers import evaluation
 
-    options = evaluation.EvalOptions(
-        split=FLAGS.split,
-        num_pairs=FLAGS.num_pairs,
-        bootstrap=FLAGS.bootstrap,
-        ways=_ints("ways", FLAGS.ways),
-        shots=_ints("shots", FLAGS.shots),
-        queries=FLAGS.queries,
-        episodes=FLAGS.episodes,
-        ks=_ints("ks", FLAGS.ks),
-        clusters=FLAGS.clusters,
-        runs_zip=FLAGS.runs_zip,
-        plots=FLAGS.plots,
-        projector=FLAGS.projector,
-        projection=FLAGS.projection,
-        seed=FLAGS.seed,
-        batch_size=FLAGS.batch_size,
-        manual_dir=FLAGS.manual_dir,
-        data_dir=FLAGS.data_dir,
-        dataset=FLAGS.dataset,
-    )
+    # Every option is the flag of the same name; the integer lists are parsed here.
+    values = {f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(evaluation.EvalOptions)}
+    values.update({name: _ints(name, values[name]) for name in ("ways", "shots", "ks")})
+    options = evaluation.EvalOptions(**values)
     results = evaluation.evaluate(FLAGS.workdir, FLAGS.protocol, options)
     for protocol, result in results.items():
         path = os.path.join(

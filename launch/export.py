@@ -42,17 +42,13 @@ def main(argv):
     path = export_saved_model(
         run.model, FLAGS.out, allow_uncalibrated=FLAGS.allow_uncalibrated, overwrite=FLAGS.overwrite
     )
-    print(
-        "summary: "
-        + json.dumps(
-            {
-                "saved_model": path,
-                "signatures": list(SIGNATURES),
-                "threshold": run.threshold,
-                "image_shape": list(run.image_shape),
-            }
-        )
-    )
+    summary = {
+        "saved_model": path,
+        "signatures": list(SIGNATURES),
+        "threshold": run.threshold,
+        "image_shape": list(run.image_shape),
+    }
+    print("summary: " + json.dumps(summary))
 
 
 if __name__ == "__main__":

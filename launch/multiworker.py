@@ -49,6 +49,11 @@ def tf_config(ports: list[int], index: int) -> str:
     return json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
 
 
+def _say(message: str) -> None:
+    """One line of the launcher's own on stderr (between the workers' prefixed lines)."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def _pump(stream, prefix: str, out) -> None:
     for line in iter(stream.readline, ""):
         out.write(f"{prefix}{line}")
@@ -56,8 +61,8 @@ def _pump(stream, prefix: str, out) -> None:
 
 
 # Worker exit statuses (launch/train.py) that mean "stopped in agreement, a backup was saved".
-STOPPED = (75, 130)
-EXIT_LOST_WORKER = 69
+STOPPED = (common.EXIT_PREEMPTED, common.EXIT_INTERRUPTED)
+EXIT_LOST_WORKER = common.EXIT_LOST_WORKER
 # After a worker is lost, the others end by themselves: at once when its sockets closed, within
 # TensorFlow's coordination-service heartbeat timeout (10 s) when it froze. This bounds the wait
 # before the launcher kills them; after a coordinated stop it bounds the wait for the last save.
@@ -100,7 +105,7 @@ def launch_workers(num_workers: int, module: str, train_args: list[str]) -> int:
                 start_new_session=True,
             )
         )
-        print(f"worker {index}: pid {procs[-1].pid}", file=sys.stderr, flush=True)
+        _say(f"worker {index}: pid {procs[-1].pid}")
     # A worker's stdout goes to ours and its stderr (errors, warnings) to our stderr.
     pumps = [
         threading.Thread(target=_pump, args=(stream, f"[worker {i}] ", out), daemon=True)
@@ -145,11 +150,7 @@ def _supervise(procs, interrupted: threading.Event) -> int:
         if ended:
             index, status = ended[0]
             if not stopped(status) and status != EXIT_LOST_WORKER and status >= 0:
-                print(
-                    f"worker {index} {_describe(status)}; stopping all workers",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                _say(f"worker {index} {_describe(status)}; stopping all workers")
             reported = _report_lost(procs, stopped, set())
             # After a coordinated stop the others are saving the same step; after a lost worker
             # they stop by themselves (a frozen one never does: it is killed).
@@ -181,11 +182,7 @@ def _report_lost(procs, stopped, skip: set) -> set:
         if p.returncode is not None and p.returncode < 0 and not stopped(p.returncode)
     } - skip
     for i in sorted(lost):
-        print(
-            f"worker {i} (pid {procs[i].pid}) was lost: {_describe(procs[i].returncode)}",
-            file=sys.stderr,
-            flush=True,
-        )
+        _say(f"worker {i} (pid {procs[i].pid}) was lost: {_describe(procs[i].returncode)}")
     return skip | lost
 
 
@@ -197,11 +194,7 @@ def _wait_then_kill(procs, grace: float) -> set:
         try:
             proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            print(
-                f"worker {index} (pid {proc.pid}) still running after {grace:.0f} s; killing it",
-                file=sys.stderr,
-                flush=True,
-            )
+            _say(f"worker {index} (pid {proc.pid}) still running after {grace:.0f} s; killing it")
             proc.kill()
             proc.wait()
             killed.add(index)
@@ -211,8 +204,7 @@ def _wait_then_kill(procs, grace: float) -> set:
 def main(argv):
     if FLAGS.num_workers < 1:
         common.fail(f"--num_workers must be >= 1, got {FLAGS.num_workers}")
-    train_args = argv[1:]
-    sys.exit(launch_workers(FLAGS.num_workers, FLAGS.module, train_args))
+    sys.exit(launch_workers(FLAGS.num_workers, FLAGS.module, argv[1:]))
 
 
 if __name__ == "__main__":

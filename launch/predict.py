@@ -16,6 +16,7 @@ and resized to its input size (bilinear, antialiased: the training pipeline's re
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 
@@ -42,15 +43,8 @@ FLAGS = flags.FLAGS
 
 def _mode(extra: list) -> str:
     """The one mode asked for; positional arguments extend --pair / --query."""
-    modes = [
-        name
-        for name, value in (
-            ("pair", FLAGS.pair),
-            ("gallery", FLAGS.gallery),
-            ("cluster", FLAGS.cluster),
-        )
-        if value
-    ]
+    given = {"pair": FLAGS.pair, "gallery": FLAGS.gallery, "cluster": FLAGS.cluster}
+    modes = [name for name, value in given.items() if value]
     if len(modes) != 1:
         raise InputError(
             "give exactly one of --pair A B, --gallery DIR --query PATH..., "
@@ -96,12 +90,10 @@ def main(argv):
             run, FLAGS.gallery, queries, FLAGS.threshold, FLAGS.batch_size
         )
         for r in results:
+            match = f"unknown (nearest {r['nearest']})" if r["match"] is None else r["match"]
             if FLAGS.json:
                 print(json.dumps(r))
             else:
-                match = r["match"]
-                if match is None:
-                    match = f"unknown (nearest {r['nearest']})"
                 print(
                     f"{r['query']}\t{match}\tdistance={r['distance']:.6f}\t"
                     f"threshold={r['threshold']:.6f}"
@@ -111,20 +103,9 @@ def main(argv):
         rows = prediction.cluster_folder(
             run, FLAGS.cluster, FLAGS.k, out, FLAGS.seed, FLAGS.batch_size
         )
-        sizes = {}
-        for _, c in rows:
-            sizes[c] = sizes.get(c, 0) + 1
-        print(
-            "summary: "
-            + json.dumps(
-                {
-                    "csv": out,
-                    "images": len(rows),
-                    "clusters": FLAGS.k,
-                    "cluster_sizes": dict(sorted(sizes.items())),
-                }
-            )
-        )
+        sizes = dict(sorted(collections.Counter(c for _, c in rows).items()))
+        summary = {"csv": out, "images": len(rows), "clusters": FLAGS.k, "cluster_sizes": sizes}
+        print("summary: " + json.dumps(summary))
 
 
 if __name__ == "__main__":

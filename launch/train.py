@@ -42,14 +42,6 @@ flags.DEFINE_bool(
 )
 common.define_dataclass_flags(TrainConfig, CHOICES)
 FLAGS = flags.FLAGS
-# Exit statuses besides 0, 1 (a NaN loss or an unexpected error) and 2 (bad input), in README:
-# EX_TEMPFAIL: stopped on SIGTERM (or, multi-worker, a peer's stop) after saving; re-run.
-EXIT_PREEMPTED = 75
-# 128 + SIGINT, the shell's status for Ctrl-C: stopped on SIGINT after saving; re-run.
-EXIT_INTERRUPTED = 130
-# EX_UNAVAILABLE: a worker of a multi-worker job was lost; nothing was saved after the last
-# backup; re-run to resume from it.
-EXIT_LOST_WORKER = 69
 
 
 def _stop_line(message: str) -> None:
@@ -111,9 +103,9 @@ def main(argv):
                 f"stopped: interrupted at step {err.step}: a backup was saved in "
                 f"{FLAGS.workdir}/backup; re-run the same command to resume"
             )
-            sys.exit(EXIT_INTERRUPTED)
+            sys.exit(common.EXIT_INTERRUPTED)
         _stop_line(f"stopped: {err}")
-        sys.exit(EXIT_PREEMPTED)
+        sys.exit(common.EXIT_PREEMPTED)
     except NonFiniteLossError as err:
         _stop_line(f"error: {err}")
         sys.exit(1)
@@ -128,7 +120,7 @@ def main(argv):
             f"to resume from the last backup ({since})"
         )
         # Skip interpreter teardown: TensorFlow's runtime could wait on the lost peer.
-        os._exit(EXIT_LOST_WORKER)
+        os._exit(common.EXIT_LOST_WORKER)
     finally:
         preemption.restore()
 

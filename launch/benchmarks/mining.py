@@ -6,9 +6,7 @@ embeddings):
 * `ours`: `siamese_tf.losses.TripletSemiHardLoss` — forward and gradient;
 * `tiled`: TFA's O(B³) formulation (`tests/tfa_reference.py`) — forward and gradient; skipped
   where its B³ tensors would not fit (`tiled_limit_gb`), and then measured at `anchor_size`
-  instead and scaled by (B / anchor_size)^e, e the growth exponent measured between the two
-  largest measured sizes (clamped to [2, 3]: conservative, as e < 3 while B is small),
-  flagged as an extrapolation;
+  and scaled by (B / anchor_size)^e, flagged as an extrapolation (`_growth_exponent`: why e);
 * `floor`: the B×B pairwise-distance matrix alone — forward and gradient of its sum, the least
   any mining loss has to do.
 
@@ -25,12 +23,13 @@ The pair-based and proxy losses (the second table), at every B, forward and grad
   unsupervised NT-Xent), so SupCon has no peer row.
 
 Time: per call, median of `repeats` samples of back-to-back calls (~0.2 s each) after a
-warm-up, inside one `tf.function`, in this process;
-at each B every implementation except the tiled one is timed round-robin, side by side, so
-the ratios to the floors hold on a machine whose load changes.
+warm-up, inside one `tf.function`, in this process; at each B every implementation except the
+tiled one is timed round-robin, side by side, so the ratios to the floors hold on a machine
+whose load changes.
 Memory: a fresh subprocess per (implementation, B) — RSS peaks cannot be reset in-process — that
-reports its peak RSS (VmHWM; `ru_maxrss` would include the parent's peak, see `_peak_rss_mb`)
-and the peak minus its peak after importing TensorFlow and building the inputs (the delta).
+reports its peak RSS (VmHWM; `ru_maxrss` would include the parent's peak, see
+`process_memory.peak_rss_mb`) and the peak minus its peak after importing TensorFlow and
+building the inputs (the delta).
 
 Called by `python -m launch.benchmark --suite=mining`; no flags here.
 """
@@ -38,15 +37,13 @@ Called by `python -m launch.benchmark --suite=mining`; no flags here.
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 import os
 import statistics
-import subprocess
-import sys
 import time
 
 from launch import WORKSPACE
+from launch.benchmarks.process_memory import peak_rss_mb, run_in_subprocess
 
 _GB = 1024**3
 IMPLS = ("ours", "tiled", "floor")
@@ -66,9 +63,8 @@ LOSS_IMPLS = {
 
 def _tfa_reference():
     """tests/tfa_reference.py, loaded by path (it is not part of an installed package)."""
-    spec = importlib.util.spec_from_file_location(
-        "tfa_reference", WORKSPACE / "tests" / "tfa_reference.py"
-    )
+    path = WORKSPACE / "tests" / "tfa_reference.py"
+    spec = importlib.util.spec_from_file_location("tfa_reference", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -91,19 +87,13 @@ def _inputs(batch_size: int, dim: int, samples_per_class: int):
     return labels, tf.constant(emb)
 
 
-def _tfsim_reference():
-    """launch/benchmarks/tfsim_reference.py (TF Similarity's algorithms, re-implemented)."""
-    from launch.benchmarks import tfsim_reference
-
-    return tfsim_reference
-
-
-def _loss_value_fn(impl: str, batch_size: int, dim: int, samples_per_class: int):
-    """`(value_fn(labels, emb), extra watched variables)` of a pair-based or proxy loss."""
+def _value_fn(impl: str, batch_size: int, dim: int, samples_per_class: int):
+    """`(value_fn(labels, emb), extra watched variables)` of one implementation."""
     import numpy as np
     import tensorflow as tf
 
-    from siamese_tf import losses, similarity_losses
+    from launch.benchmarks import tfsim_reference
+    from siamese_tf import distances, losses, similarity_losses
 
     if impl.endswith("arcface") or impl == "floor:proxies":
         classes = -(-batch_size // samples_per_class)
@@ -118,50 +108,31 @@ def _loss_value_fn(impl: str, batch_size: int, dim: int, samples_per_class: int)
             loss = losses.ArcFaceLoss()
             return (lambda labels, emb: loss(labels, cosines(emb))), [kernel]
         if impl == "tfsim:arcface":
-            reference = _tfsim_reference()
-            return (lambda labels, emb: reference.arcface_loss(labels, emb, kernel)), [kernel]
+            return (lambda labels, e: tfsim_reference.arcface_loss(labels, e, kernel)), [kernel]
         return (lambda labels, emb: tf.reduce_sum(cosines(emb))), [kernel]
     if impl == "floor:cosine":
         similarity = similarity_losses.cosine_similarity_rows
         return (lambda labels, emb: tf.reduce_sum(similarity(emb))), []
-    family, name = impl.split(":")
-    if family == "tfsim":
-        fn = getattr(_tfsim_reference(), f"{name}_loss")
-        return (lambda labels, emb: fn(labels, emb)), []
+    if impl == "floor":
+        return (lambda labels, emb: tf.reduce_sum(distances.pairwise_distances(emb))), []
+    if impl == "tiled":
+        return _tfa_reference().triplet_semihard_loss, []
+    if impl.startswith("tfsim:"):
+        return getattr(tfsim_reference, f"{impl[len('tfsim:') :]}_loss"), []
     loss = {
-        "multi_similarity": losses.MultiSimilarityLoss,
-        "circle": losses.CircleLoss,
-        "supcon": losses.SupConLoss,
-    }[name]()
+        "ours": losses.TripletSemiHardLoss,
+        "ours:multi_similarity": losses.MultiSimilarityLoss,
+        "ours:circle": losses.CircleLoss,
+        "ours:supcon": losses.SupConLoss,
+    }[impl]()
     return (lambda labels, emb: loss(labels, emb)), []
 
 
-def _step(impl: str, batch_size: int = 0, dim: int = 0, samples_per_class: int = 1):
+def _step(impl: str, batch_size: int, dim: int, samples_per_class: int):
     """A tf.function `(labels, embeddings) -> (value, gradients)` for one implementation."""
     import tensorflow as tf
 
-    from siamese_tf import distances, losses
-
-    watched = []
-    if impl in LOSS_IMPLS:
-        value_fn, watched = _loss_value_fn(impl, batch_size, dim, samples_per_class)
-    elif impl == "ours":
-        loss = losses.TripletSemiHardLoss()
-
-        def value_fn(labels, emb):
-            return loss(labels, emb)
-    elif impl == "tiled":
-        reference = _tfa_reference()
-
-        def value_fn(labels, emb):
-            return reference.triplet_semihard_loss(labels, emb)
-    elif impl == "floor":
-
-        def value_fn(labels, emb):
-            del labels
-            return tf.reduce_sum(distances.pairwise_distances(emb))
-    else:
-        raise ValueError(f"unknown implementation {impl!r}")
+    value_fn, watched = _value_fn(impl, batch_size, dim, samples_per_class)
 
     @tf.function
     def step(labels, emb):
@@ -195,18 +166,11 @@ def _seconds_per_call(step, labels, emb, calls) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def _time(impl: str, batch_size: int, dim: int, samples_per_class: int, repeats: int) -> float:
-    labels, emb = _inputs(batch_size, dim, samples_per_class)
-    step = _step(impl, batch_size, dim, samples_per_class)
-    calls = _calls_per_sample(step, labels, emb)
-    return statistics.median(_seconds_per_call(step, labels, emb, calls) for _ in range(repeats))
-
-
 def _time_interleaved(impls, batch_size, dim, samples_per_class, repeats) -> dict:
     """Median seconds per call of each implementation, timed round-robin at one batch size.
 
-    Round-robin rather than one implementation after the other: on a shared machine the load
-    changes over minutes, and a ratio to the floor is only meaningful from runs side by side.
+    Round-robin rather than one after the other: on a shared machine the load changes over
+    minutes, and a ratio to the floor is only meaningful from runs side by side.
     """
     labels, emb = _inputs(batch_size, dim, samples_per_class)
     steps = {impl: _step(impl, batch_size, dim, samples_per_class) for impl in impls}
@@ -218,75 +182,47 @@ def _time_interleaved(impls, batch_size, dim, samples_per_class, repeats) -> dic
     return {impl: statistics.median(values) for impl, values in seconds.items()}
 
 
-def _peak_rss_mb() -> float:
-    """Peak RSS of this process in MB: VmHWM where Linux has it, else ru_maxrss.
+def peak_memory(impl: str, batch_size: int, dim: int, samples_per_class: int) -> dict:
+    """Runs in a fresh process: baseline and peak RSS (MB) of two calls of one implementation.
 
-    `ru_maxrss` survives fork + exec on Linux: a child started by a process that has grown
-    reports the parent's peak until it exceeds it. VmHWM belongs to the process' own memory
-    map, which exec replaces, so it is the child's own peak.
+    The baseline is the peak after importing TensorFlow and building the inputs.
     """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _child(impl: str, batch_size: int, dim: int, samples_per_class: int) -> None:
-    """Runs in a fresh process: prints one JSON line with baseline and peak RSS (MB)."""
     labels, emb = _inputs(batch_size, dim, samples_per_class)
-    baseline = _peak_rss_mb()
+    baseline = peak_rss_mb()
     step = _step(impl, batch_size, dim, samples_per_class)
     for _ in range(2):
         step(labels, emb)[1][0].numpy()
-    print(json.dumps({"baseline_mb": baseline, "peak_mb": _peak_rss_mb()}))
+    return {"baseline_mb": baseline, "peak_mb": peak_rss_mb()}
 
 
-def _memory(impl: str, batch_size: int, dim: int, samples_per_class: int) -> dict:
-    code = (
-        "from launch.benchmarks.mining import _child; "
-        f"_child({impl!r}, {batch_size}, {dim}, {samples_per_class})"
-    )
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(WORKSPACE), env.get("PYTHONPATH")) if p)
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=WORKSPACE,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
-        return {"error": f"exit {done.returncode}: {' '.join(tail)}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _measure(impl, batch_size, dim, samples_per_class, repeats, note="", memory=True, seconds=None):
-    if memory:
-        memory = _memory(impl, batch_size, dim, samples_per_class)
-    else:
-        memory = {"error": "memory not measured"}
-    if seconds is None:
-        seconds = _time(impl, batch_size, dim, samples_per_class, repeats)
-    row = {
+def _row(batch_size, impl, seconds=None, note="", peak_mb=None, delta_mb=None) -> dict:
+    return {
         "batch_size": batch_size,
         "impl": impl,
         "seconds": seconds,
-        "peak_rss_mb": memory.get("peak_mb"),
-        "delta_mb": None,
-        "note": note or memory.get("error", ""),
+        "peak_rss_mb": peak_mb,
+        "delta_mb": delta_mb,
+        "note": note,
     }
-    if "peak_mb" in memory:
-        row["delta_mb"] = memory["peak_mb"] - memory["baseline_mb"]
-        row["baseline_mb"] = memory["baseline_mb"]
-    return row
+
+
+def _measure(impl, batch_size, dim, samples_per_class, repeats, seconds, memory, note=""):
+    """One row: `seconds` (timed alone when None), peak memory from a fresh process (`memory`)."""
+    if seconds is None:
+        seconds = _time_interleaved((impl,), batch_size, dim, samples_per_class, repeats)[impl]
+    if not memory:
+        return _row(batch_size, impl, seconds, note or "memory not measured")
+    try:
+        mem = run_in_subprocess(peak_memory, impl, batch_size, dim, samples_per_class)
+    except RuntimeError as err:
+        return _row(batch_size, impl, seconds, note or str(err))
+    row = _row(batch_size, impl, seconds, note, mem["peak_mb"], mem["peak_mb"] - mem["baseline_mb"])
+    return {**row, "baseline_mb": mem["baseline_mb"]}
+
+
+def _ratio(numerator, denominator):
+    """`numerator / denominator`, or None when either is missing (or zero)."""
+    return numerator / denominator if numerator and denominator else None
 
 
 def _find(rows, impl, batch_size):
@@ -372,66 +308,22 @@ def run(
 
     rows = []
     skipped_any = False
+    settings, limit = (dim, samples_per_class, repeats), tiled_limit_gb * _GB
     for batch_size in sizes:
         # Ours, the floors and the TF Similarity peers side by side (the tiled formulation,
         # up to 100x slower, alone).
-        side_by_side = _time_interleaved(
-            ("ours", "floor", *loss_impls), batch_size, dim, samples_per_class, repeats
-        )
-        for impl in IMPLS:
-            if impl == "tiled" and tiled_bytes(batch_size) > tiled_limit_gb * _GB:
+        side_by_side = _time_interleaved(("ours", "floor", *loss_impls), batch_size, *settings)
+        for impl in (*IMPLS, *loss_impls):
+            if impl == "tiled" and tiled_bytes(batch_size) > limit:
                 skipped_any = True
                 need = tiled_bytes(batch_size) / _GB
-                rows.append(
-                    {
-                        "batch_size": batch_size,
-                        "impl": impl,
-                        "seconds": None,
-                        "peak_rss_mb": None,
-                        "delta_mb": None,
-                        "note": f"skipped: would need {need:.1f} GB",
-                    }
-                )
+                rows.append(_row(batch_size, impl, note=f"skipped: would need {need:.1f} GB"))
                 continue
-            rows.append(
-                _measure(
-                    impl,
-                    batch_size,
-                    dim,
-                    samples_per_class,
-                    repeats,
-                    memory=measure_memory,
-                    seconds=side_by_side.get(impl),
-                )
-            )
-        for impl in loss_impls:
-            rows.append(
-                _measure(
-                    impl,
-                    batch_size,
-                    dim,
-                    samples_per_class,
-                    repeats,
-                    memory=measure_memory,
-                    seconds=side_by_side[impl],
-                )
-            )
-    if (
-        skipped_any
-        and anchor_size not in sizes
-        and tiled_bytes(anchor_size) <= tiled_limit_gb * _GB
-    ):
-        rows.append(
-            _measure(
-                "tiled",
-                anchor_size,
-                dim,
-                samples_per_class,
-                repeats,
-                "extrapolation anchor",
-                memory=measure_memory,
-            )
-        )
+            seconds = side_by_side.get(impl)  # None: the tiled formulation, timed alone
+            rows.append(_measure(impl, batch_size, *settings, seconds, measure_memory))
+    if skipped_any and anchor_size not in sizes and tiled_bytes(anchor_size) <= limit:
+        note = "extrapolation anchor"
+        rows.append(_measure("tiled", anchor_size, *settings, None, measure_memory, note))
 
     result = {
         "rows": rows,
@@ -441,29 +333,22 @@ def run(
         "tensorflow": tf.__version__,
         "cpus": os.cpu_count(),
     }
-    ours_1024 = _find(rows, "ours", 1024)
+    ours_1024 = _find(rows, "ours", 1024) or {}
+    ours_4096 = _find(rows, "ours", 4096) or {}
+    floor_4096 = _find(rows, "floor", 4096) or {}
     tiled_s, tiled_peak, tiled_delta, source = _tiled_at(rows, 1024, anchor_size)
-    result["tiled_1024_source"] = source
-    result["speedup_vs_tiled_1024"] = (
-        tiled_s / ours_1024["seconds"] if ours_1024 and tiled_s else None
-    )
-    result["memory_ratio_vs_tiled_1024"] = (
-        tiled_peak / ours_1024["peak_rss_mb"]
-        if ours_1024 and tiled_peak and ours_1024["peak_rss_mb"]
-        else None
-    )
-    result["memory_delta_ratio_vs_tiled_1024"] = (
-        tiled_delta / max(ours_1024["delta_mb"], 1.0)
-        if ours_1024 and tiled_delta and ours_1024["delta_mb"] is not None
-        else None
-    )
-    ours_4096 = _find(rows, "ours", 4096)
-    floor_4096 = _find(rows, "floor", 4096)
-    result["seconds_4096"] = ours_4096["seconds"] if ours_4096 else None
-    result["peak_mb_4096"] = ours_4096["peak_rss_mb"] if ours_4096 else None
-    result["delta_mb_4096"] = ours_4096["delta_mb"] if ours_4096 else None
-    result["ratio_to_floor_4096"] = (
-        ours_4096["seconds"] / floor_4096["seconds"] if ours_4096 and floor_4096 else None
+    ours_delta = ours_1024.get("delta_mb")
+    result.update(
+        tiled_1024_source=source,
+        speedup_vs_tiled_1024=_ratio(tiled_s, ours_1024.get("seconds")),
+        memory_ratio_vs_tiled_1024=_ratio(tiled_peak, ours_1024.get("peak_rss_mb")),
+        memory_delta_ratio_vs_tiled_1024=_ratio(
+            tiled_delta, None if ours_delta is None else max(ours_delta, 1.0)
+        ),
+        seconds_4096=ours_4096.get("seconds"),
+        peak_mb_4096=ours_4096.get("peak_rss_mb"),
+        delta_mb_4096=ours_4096.get("delta_mb"),
+        ratio_to_floor_4096=_ratio(ours_4096.get("seconds"), floor_4096.get("seconds")),
     )
 
     def at_least(value, target):
@@ -499,21 +384,20 @@ def loss_table(rows, sizes) -> list:
                 peer, peer_name = _find(rows, f"tfsim:{loss}", batch_size), "tfsim"
             if ours is None:
                 continue
-            table.append(
-                {
-                    "loss": loss,
-                    "batch_size": batch_size,
-                    "seconds": ours["seconds"],
-                    "peak_rss_mb": ours["peak_rss_mb"],
-                    "delta_mb": ours["delta_mb"],
-                    "floor_seconds": floor["seconds"] if floor else None,
-                    "ratio_to_floor": ours["seconds"] / floor["seconds"] if floor else None,
-                    "peer": peer_name if peer else None,
-                    "peer_seconds": peer["seconds"] if peer else None,
-                    "peer_delta_mb": peer["delta_mb"] if peer else None,
-                    "speedup_vs_peer": peer["seconds"] / ours["seconds"] if peer else None,
-                }
-            )
+            entry = {
+                "loss": loss,
+                "batch_size": batch_size,
+                "seconds": ours["seconds"],
+                "peak_rss_mb": ours["peak_rss_mb"],
+                "delta_mb": ours["delta_mb"],
+                "floor_seconds": floor["seconds"] if floor else None,
+                "ratio_to_floor": _ratio(ours["seconds"], floor and floor["seconds"]),
+                "peer": peer_name if peer else None,
+                "peer_seconds": peer["seconds"] if peer else None,
+                "peer_delta_mb": peer["delta_mb"] if peer else None,
+                "speedup_vs_peer": _ratio(peer and peer["seconds"], ours["seconds"]),
+            }
+            table.append(entry)
     return table
 
 

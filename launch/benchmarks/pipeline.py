@@ -24,25 +24,23 @@ images of the same shape are used; `sizes=(n,)` changes the number of images (de
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import random
-import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
 
 from launch import WORKSPACE
+from launch.benchmarks.process_memory import peak_rss_mb, reset_peak_rss, run_in_subprocess
 
 DEFAULT_SIZE = 60_000
 IMAGE_SHAPE = (28, 28, 1)
 BATCH_IMAGES = 128
 MEMORY_VARIANTS = ("pk_batches", "prepared_store", "pydataset", "tutorial_pairs")
+_NO_GPU = {"CUDA_VISIBLE_DEVICES": ""}  # the memory variants are host-memory figures
 
 
 def find_mnist() -> pathlib.Path | None:
@@ -97,13 +95,6 @@ def make_pydataset(images, labels, p: int, k: int, steps: int, seed: int = 0):
             return images[rows], np.repeat(classes, k)
 
     return PKSequence()
-
-
-def pydataset_as_tf_dataset(py_dataset):
-    """The tf.data dataset Keras' `fit` builds from a PyDataset (its adapter), and its name."""
-    from siamese_tf import compat
-
-    return compat.pydataset_tf_dataset(py_dataset), "keras adapter"
 
 
 def create_pairs(images, labels, seed: int = 0):
@@ -184,6 +175,7 @@ def _row(name, batches_per_s, images_per_batch=BATCH_IMAGES, **extra):
 
 def measure_throughput(images, labels, p: int, k: int, store_dir=None, tutorial=True) -> dict:
     """Throughput rows of every pipeline for one data set and P×K (see the module docstring)."""
+    from siamese_tf.compat import pydataset_tf_dataset
     from siamese_tf.data import load_source, pk_batches
 
     batches = 2000
@@ -198,9 +190,9 @@ def measure_throughput(images, labels, p: int, k: int, store_dir=None, tutorial=
         )
         rows.append(_row("siamese_tf prepared store (streaming)", _in_graph_rate(streaming, 300)))
     py_dataset = make_pydataset(images, labels, p, k, steps=10 * batches)
-    adapter_ds, how = pydataset_as_tf_dataset(py_dataset)
-    generator = _in_graph_rate(adapter_ds, batches // 2)
-    rows.append(_row(f"PyDataset P×K generator ({how})", generator))
+    # Consumed through the tf.data dataset Keras' `fit` builds from a PyDataset (its adapter).
+    generator = _in_graph_rate(pydataset_tf_dataset(py_dataset), batches // 2)
+    rows.append(_row("PyDataset P×K generator (keras adapter)", generator))
     direct = _direct_rate(py_dataset, batches)
     rows.append(_row("PyDataset P×K generator (direct __getitem__)", direct))
     if tutorial:
@@ -208,14 +200,8 @@ def measure_throughput(images, labels, p: int, k: int, store_dir=None, tutorial=
         pairs, same = create_pairs(images, labels)
         setup_s = time.perf_counter() - start
         rate = _in_graph_rate(tutorial_dataset(pairs, same, BATCH_IMAGES // 2), batches)
-        rows.append(
-            _row(
-                "tutorial create_pairs arrays",
-                rate,
-                setup_s=round(setup_s, 2),
-                pairs_mb=round(pairs.nbytes / 2**20),
-            )
-        )
+        extra = {"setup_s": round(setup_s, 2), "pairs_mb": round(pairs.nbytes / 2**20)}
+        rows.append(_row("tutorial create_pairs arrays", rate, **extra))
         del pairs, same
     return {
         "p": p,
@@ -230,42 +216,16 @@ def measure_throughput(images, labels, p: int, k: int, store_dir=None, tutorial=
 # (b) memory, one subprocess per variant.
 
 
-def _peak_rss_mb() -> float:
-    """This process's peak RSS: VmHWM (Linux), else `ru_maxrss`.
-
-    VmHWM belongs to the process's own address space; `ru_maxrss` also carries the parent's
-    RSS at fork + exec, which would hide a child's peak under the benchmark parent's.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-
-
-def _reset_peak_rss() -> bool:
-    """Resets the peak-RSS mark to the current RSS (Linux), so the imports' transient peak
-    does not hide a variant's; False where the kernel does not allow it."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def measure_memory_variant(variant: str, data_spec: str, n: int, store_dir: str = "") -> dict:
     """Runs one variant in this (fresh) process; returns its peak memory above the imports."""
     import keras  # noqa: F401  (every variant pays the same imports before the baseline)
     import tensorflow  # noqa: F401
 
+    from siamese_tf.compat import pydataset_tf_dataset
     from siamese_tf.data import load_source, pk_batches
 
-    reset = _reset_peak_rss()
-    baseline = _peak_rss_mb()
+    reset = reset_peak_rss()
+    baseline = peak_rss_mb()
     p, k = 8, 16
     if variant == "prepared_store":  # the data stays on disk
         source = load_source(f"prepared:{store_dir}")
@@ -275,7 +235,7 @@ def measure_memory_variant(variant: str, data_spec: str, n: int, store_dir: str 
         if variant == "pk_batches":
             ds = pk_batches(images, labels, classes_per_batch=p, samples_per_class=k, seed=0)
         elif variant == "pydataset":
-            ds = pydataset_as_tf_dataset(make_pydataset(images, labels, p, k, steps=1000))[0]
+            ds = pydataset_tf_dataset(make_pydataset(images, labels, p, k, steps=1000))
         elif variant == "tutorial_pairs":
             pairs, same = create_pairs(images, labels)
             ds = tutorial_dataset(pairs, same, BATCH_IMAGES // 2)
@@ -283,28 +243,7 @@ def measure_memory_variant(variant: str, data_spec: str, n: int, store_dir: str 
             raise ValueError(f"unknown memory variant {variant!r}")
     for _ in ds.take(200):
         pass
-    return {"variant": variant, "peak_mb": round(_peak_rss_mb() - baseline, 1), "reset": reset}
-
-
-def _memory_in_subprocess(variant, data_spec, n, store_dir) -> float:
-    code = (
-        "import json; from launch.benchmarks import pipeline; "
-        f"print('RESULT ' + json.dumps(pipeline.measure_memory_variant("
-        f"{variant!r}, {data_spec!r}, {n}, {str(store_dir)!r})))"
-    )
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=WORKSPACE,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    for line in result.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])["peak_mb"]
-    raise RuntimeError(f"memory run {variant} failed:\n{result.stderr[-3000:]}")
+    return {"variant": variant, "peak_mb": round(peak_rss_mb() - baseline, 1), "reset": reset}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -325,17 +264,8 @@ def measure_overhead(images, labels, p: int, k: int, steps: int = 30, repeats: i
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=TripletSemiHardLoss(margin=0.5))
     pipeline = pk_batches(images, labels, classes_per_batch=p, samples_per_class=k, seed=0)
     made = list(pipeline.take(steps).as_numpy_iterator())
-    premade = (
-        tf.data.Dataset.from_tensor_slices(
-            (
-                tf.constant(np.stack([x for x, _ in made])),
-                tf.constant(np.stack([y for _, y in made])),
-            )
-        )
-        .cache()
-        .repeat()
-    )
-    premade = premade.prefetch(tf.data.AUTOTUNE)
+    made = tuple(tf.constant(np.stack(part)) for part in zip(*made, strict=True))
+    premade = tf.data.Dataset.from_tensor_slices(made).cache().repeat().prefetch(tf.data.AUTOTUNE)
 
     class StepTimes(keras.callbacks.Callback):
         """Intervals between consecutive batch ends: one training step including its input."""
@@ -405,7 +335,12 @@ def run(sizes=None) -> dict:
                 ),
             },
         ]
-        peak = {v: _memory_in_subprocess(v, data_spec, n, shards) for v in MEMORY_VARIANTS}
+        peak = {
+            v: run_in_subprocess(
+                measure_memory_variant, v, data_spec, n, shards, env=_NO_GPU, timeout=900
+            )["peak_mb"]
+            for v in MEMORY_VARIANTS
+        }
     overhead = measure_overhead(images, labels, 8, 16)
     return {
         "suite": "pipeline",
@@ -427,17 +362,15 @@ def format_table(result: dict) -> str:
         f"pipeline benchmark: {result['num_images']} images 28x28, data {result['data']}, "
         f"{result['cpus']} CPUs",
         "",
+        "(a) sampler throughput (tf.data consumed in-graph; 128 images per batch)",
     ]
-    lines.append("(a) sampler throughput (tf.data consumed in-graph; 128 images per batch)")
     for block in result["throughput"]:
         lines.append(f"  {block['data']}, P×K = {block['p']}×{block['k']}")
         lines.append(f"    {'pipeline':<48}{'batches/s':>12}{'images/s':>12}")
         for row in block["rows"]:
-            note = (
-                f"  (pairs built in {row['setup_s']} s, {row['pairs_mb']} MB)"
-                if ("setup_s" in row)
-                else ""
-            )
+            note = ""
+            if "setup_s" in row:
+                note = f"  (pairs built in {row['setup_s']} s, {row['pairs_mb']} MB)"
             lines.append(
                 f"    {row['pipeline']:<48}{row['batches_per_s']:>12.1f}"
                 f"{row['images_per_s']:>12,}{note}"
@@ -446,15 +379,13 @@ def format_table(result: dict) -> str:
             f"    speedup vs generator: {block['speedup_vs_generator']}x "
             f"(vs direct __getitem__: {block['speedup_vs_generator_direct']}x)"
         )
-    lines.append("")
-    lines.append(f"(b) peak memory above imports, {result['num_images']} images (MB)")
-    for variant, mb in result["peak_mb"].items():
-        lines.append(f"    {variant:<48}{mb:>12.1f}")
-    lines.append("")
+    lines += ["", f"(b) peak memory above imports, {result['num_images']} images (MB)"]
+    lines += [f"    {variant:<48}{mb:>12.1f}" for variant, mb in result["peak_mb"].items()]
     o = result["overhead"]
-    lines.append("(c) training step, conv_small + TripletSemiHardLoss, P×K = 8×16 (median ms)")
-    lines.append(
+    lines += [
+        "",
+        "(c) training step, conv_small + TripletSemiHardLoss, P×K = 8×16 (median ms)",
         f"    fed by pk_batches {o['step_ms_pipeline']:.2f} ms, pre-made tensors "
-        f"{o['step_ms_premade']:.2f} ms: overhead ratio {o['overhead_ratio']:.3f}"
-    )
+        f"{o['step_ms_premade']:.2f} ms: overhead ratio {o['overhead_ratio']:.3f}",
+    ]
     return "\n".join(lines)

@@ -48,13 +48,6 @@ def _build(size: int, encoder: str, *, warmup: int) -> dict:
     }
 
 
-def _time_window(trainer: dict, steps: int) -> float:
-    """Seconds per step over one window of `steps` training steps."""
-    start = time.perf_counter()
-    trainer["model"].fit(trainer["dataset"], epochs=1, steps_per_epoch=steps, verbose=0)
-    return (time.perf_counter() - start) / steps
-
-
 def run(sizes=None, steps: int = 20, warmup: int = 10, repeats: int = 3) -> dict:
     """Measures each (image size, encoder) and the peer in one process.
 
@@ -77,7 +70,9 @@ def run(sizes=None, steps: int = 20, warmup: int = 10, repeats: int = 3) -> dict
     windows = [[] for _ in trainers]
     for _ in range(repeats):
         for trainer, times in zip(trainers, windows, strict=True):
-            times.append(_time_window(trainer, steps))
+            start = time.perf_counter()  # seconds per step over one window of `steps` steps
+            trainer["model"].fit(trainer["dataset"], epochs=1, steps_per_epoch=steps, verbose=0)
+            times.append((time.perf_counter() - start) / steps)
     rows = []
     for trainer, times in zip(trainers, windows, strict=True):
         median = float(np.median(times))

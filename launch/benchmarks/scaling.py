@@ -109,10 +109,8 @@ def run(sizes=None) -> dict:
                 tf.distribute.OneDeviceStrategy(gpus[0]), mixed_precision=mixed, jit_compile=jit
             )
             rows.append({**row, "device": "gpu"})
-    one, two = (
-        rows[0]["examples_per_second"],
-        rows[1]["examples_per_second"] if len(rows) > 1 else 0,
-    )
+    one = rows[0]["examples_per_second"]
+    two = rows[1]["examples_per_second"] if len(rows) > 1 else 0
     return {
         "rows": rows,
         "ratio_2_vs_1_replicas": round(two / one, 3) if one else None,

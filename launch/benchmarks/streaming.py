@@ -18,7 +18,6 @@ this machine, at two dataset sizes:
    median over its rounds. `decode_limit_ratio` = ours ÷ plain, on the large store.
 3. Peak RSS (VmHWM, reset after the imports) of our pipeline's processes (the highest);
    `rss_growth_ratio` = large ÷ small: memory must not grow with the dataset.
-
 4. The store format against ArrayRecord (the format TFDS writes for random access): the small
    store's records copied into one ArrayRecord file (`group_size:1`, as Grain requires), then
    the same random batches of 256 record ids read by `ArrayRecordDataSource.__getitems__` and
@@ -30,15 +29,14 @@ this machine, at two dataset sizes:
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
+
+from launch.benchmarks.process_memory import peak_rss_mb, reset_peak_rss, run_in_subprocess
 
 IMAGE_SIZE = 112
 PER_CLASS = 10
@@ -91,19 +89,6 @@ def write_synthetic_store(out: str, count: int) -> dict:
     return write_store(SourceStream("synthetic_jpeg", True, chunks()), out)
 
 
-def _peak_rss_mb() -> float:
-    with open("/proc/self/status", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def _reset_peak_rss() -> None:
-    with open("/proc/self/clear_refs", "w", encoding="utf-8") as f:
-        f.write("5")
-
-
 def _window_rate(iterator, batches: int) -> float:
     """Images per second over the next `batches` elements (first component: the images)."""
     images = 0
@@ -146,32 +131,17 @@ def measure_pipeline(path: str, name: str, batches: int, repeats: int = 3) -> di
     """
     from siamese_tf.data import load_source
 
-    _reset_peak_rss()
-    baseline = _peak_rss_mb()
+    reset_peak_rss()
+    baseline = peak_rss_mb()
     iterator = iter(_pipeline(load_source(f"prepared:{path}"), name))
     _window_rate(iterator, batches)
-    peak = _peak_rss_mb()
+    peak = peak_rss_mb()
     rates = [_window_rate(iterator, batches) for _ in range(repeats)]
     return {
         "images_per_second": round(statistics.median(rates), 1),
         "peak_rss_mb": round(peak, 1),
         "rss_after_imports_mb": round(baseline, 1),
     }
-
-
-def _in_subprocess(path: str, name: str, batches: int) -> dict:
-    code = (
-        "import json; from launch.benchmarks import streaming; "
-        f"print('RESULT ' + json.dumps(streaming.measure_pipeline({path!r}, {name!r}, {batches})))"
-    )
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
-    )
-    for line in out.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    raise RuntimeError(f"measurement failed: {out.stderr[-2000:]}")
 
 
 def measure_store(path: str, batches: int, rounds: int) -> dict:
@@ -183,7 +153,7 @@ def measure_store(path: str, batches: int, rounds: int) -> dict:
     runs = {"ours": [], "plain": []}
     for _ in range(rounds):
         for name in runs:
-            runs[name].append(_in_subprocess(path, name, batches))
+            runs[name].append(run_in_subprocess(measure_pipeline, path, name, batches))
     ours = [r["images_per_second"] for r in runs["ours"]]
     plain = [r["images_per_second"] for r in runs["plain"]]
     return {
@@ -227,10 +197,6 @@ def compare_arrayrecord(path: str, folder: str, batches: int = 200) -> dict:
     }
 
 
-def _store_mb(meta: dict) -> float:
-    return sum(s["bytes"] for s in meta["shards"]) / (1 << 20)
-
-
 def run(sizes=None, batches: int = 20, rounds: int = 3) -> dict:
     """Writes both stores, measures each in a fresh process, returns the figures."""
     if sizes:
@@ -248,7 +214,7 @@ def run(sizes=None, batches: int = 20, rounds: int = 3) -> dict:
             meta = write_synthetic_store(os.path.join(tmp, name), count)
             result[f"prepare_seconds_{name}"] = round(time.perf_counter() - start, 1)
             result[f"images_{name}"] = count
-            result[f"dataset_mb_{name}"] = round(_store_mb(meta), 1)
+            result[f"dataset_mb_{name}"] = round(sum(s["bytes"] for s in meta["shards"]) / 2**20, 1)
             measured = measure_store(os.path.join(tmp, name), batches, rounds)
             result[f"peak_rss_mb_{name}"] = measured["peak_rss_mb"]
             result[f"measured_{name}"] = measured
