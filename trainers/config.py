@@ -54,7 +54,8 @@ class TrainConfig:
       encoder: `conv_small`, `conv4` (conv4-64, global average pooling) or `conv4_flat` (conv4-64,
         last feature map flattened).
       embedding_dim: size of the L2-normalised embedding.
-      loss: `triplet_semihard`, `triplet_hard`, `triplet_batch_all`, `multi_similarity`,
+      loss: `triplet_hard` (batch-hard: each anchor's farthest positive and closest negative;
+        the default), `triplet_semihard`, `triplet_batch_all`, `multi_similarity`,
         `circle`, `supcon` (P×K batches), `arcface` (class proxies with a margin softmax;
         labelled batches, any K), `contrastive` or `bce` (balanced pair batches; `bce` adds a
         dense head on |a - b|).
@@ -79,7 +80,9 @@ class TrainConfig:
       pairs_per_batch: pairs of a balanced pair batch, half positive and half negative (pair
         losses `contrastive`, `bce`; >= 2, a multiple of the replicas).
       class_weighting: how classes are drawn: `uniform` or `proportional` to their size.
-      augment: stateless random affine distortions, seeded by the step.
+      augment: stateless random affine distortions, seeded by the step (on by default:
+        without it the default job's loss reaches 0 by its second epoch and stops learning;
+        `--noaugment` turns it off).
       rotate_classes: each training class turned by 90, 180 and 270 degrees becomes 3 new classes.
       learning_rate: Adam's (peak) learning rate.
       lr_schedule: `constant`, `cosine` (to 0 over the run) or `step` (/10 at 50% and 75%).
@@ -119,7 +122,7 @@ class TrainConfig:
     test_fraction: float = 0.2
     encoder: str = "conv_small"
     embedding_dim: int = 64
-    loss: str = "triplet_semihard"
+    loss: str = "triplet_hard"
     margin: float = 0.5
     ms_alpha: float = 2.0
     ms_beta: float = 50.0
@@ -136,7 +139,7 @@ class TrainConfig:
     samples_per_class: int = 8
     pairs_per_batch: int = 80
     class_weighting: str = "uniform"
-    augment: bool = False
+    augment: bool = True
     rotate_classes: bool = False
     learning_rate: float = 1e-3
     lr_schedule: str = "constant"

@@ -173,7 +173,7 @@ def test_help_lists_every_training_flag_from_the_config_docstring():
         assert f"{flag} (" in text, name
         assert " ".join(docs[name].split()[:6]) in text, name
     assert "--workdir (string; default: none)" in text
-    assert "default: triplet_semihard" in text and "`eer`, `max_accuracy`" in text
+    assert "default: triplet_hard" in text and "`eer`, `max_accuracy`" in text
     # absl's own flags stay in --helpfull.
     for internal in ("--logtostderr", "--verbosity", "--flagfile (", "--only_check_args"):
         assert internal not in text
