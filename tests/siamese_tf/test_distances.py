@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tfa_reference as tfa
+from helpers import value_and_grad
 
 from siamese_tf import distances, heads
 from siamese_tf.distances import pair_distances, pairwise_distances
@@ -63,14 +64,11 @@ def test_gradients_finite_for_duplicates_and_identical_inputs(metric):
 
 
 def test_zero_embeddings_have_finite_gradients():
-    x = tf.zeros([4, 3])
     for metric in METRICS:
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            total = tf.reduce_sum(pairwise_distances(x, metric)) + tf.reduce_sum(
-                pair_distances(x, x[::-1], metric)
-            )
-        assert np.all(np.isfinite(tape.gradient(total, x)))
+        total = lambda x, m=metric: (
+            tf.reduce_sum(pairwise_distances(x, m)) + tf.reduce_sum(pair_distances(x, x[::-1], m))
+        )
+        assert np.all(np.isfinite(value_and_grad(total, tf.zeros([4, 3]))[1]))
 
 
 @pytest.mark.parametrize("metric", METRICS)
@@ -214,7 +212,7 @@ def test_layers_compute_in_float32_under_mixed_precision():
 def test_gradient_matches_autodiff_of_plain_formula(metric, entries):
     # Dense upstream weights take the matmul backward, a few non-zero ones the per-pair one.
     rng = np.random.default_rng(9)
-    x = tf.constant(rng.normal(size=(10, 4)).astype(np.float32))
+    x = rng.normal(size=(10, 4)).astype(np.float32)
     weights = rng.normal(size=(10, 10)).astype(np.float32)
     if entries == "sparse":  # 6 entries (one on the diagonal): 6 * D <= 10 * 10
         mask = np.zeros((10, 10), bool)
@@ -227,18 +225,13 @@ def test_gradient_matches_autodiff_of_plain_formula(metric, entries):
             return (1.0 - tf.matmul(n, n, transpose_b=True)) * (1.0 - tf.eye(10))
         return tfa.pairwise_distance(e, squared=metric == "squared-L2")
 
-    grads = []
-    for fn in (lambda e: pairwise_distances(e, metric), plain):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            total = tf.reduce_sum(fn(x) * weights)
-        grads.append(tape.gradient(total, x).numpy())
+    ours = lambda e: tf.reduce_sum(pairwise_distances(e, metric) * weights)
+    grads = [value_and_grad(f, x)[1] for f in (ours, lambda e: tf.reduce_sum(plain(e) * weights))]
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-4, atol=1e-5)
     rows = [3, 8]
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        total = tf.reduce_sum(pairwise_distances(x, metric, anchor_indices=rows) * weights[rows])
-    with tf.GradientTape() as tape2:
-        tape2.watch(x)
-        expected = tf.reduce_sum(tf.gather(plain(x), rows) * weights[rows])
-    np.testing.assert_allclose(tape.gradient(total, x), tape2.gradient(expected, x), atol=1e-5)
+    ours = lambda e: tf.reduce_sum(
+        pairwise_distances(e, metric, anchor_indices=rows) * weights[rows]
+    )
+    plain_rows = lambda e: tf.reduce_sum(tf.gather(plain(e), rows) * weights[rows])
+    grads = [value_and_grad(f, x)[1] for f in (ours, plain_rows)]
+    np.testing.assert_allclose(grads[0], grads[1], atol=1e-5)

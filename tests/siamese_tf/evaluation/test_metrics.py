@@ -18,6 +18,13 @@ D_A = np.array([0.1, 0.2, 0.5, 0.4, 0.8, 0.9])
 S_A = np.array([1, 1, 1, 0, 0, 0])
 
 
+# What `calibrate` returns (ThresholdCalibration logs each with a `val_` prefix).
+CALIBRATION_KEYS = (
+    "auc eer eer_threshold max_accuracy_threshold max_accuracy threshold accuracy "
+    "tar_at_far_0.01 tar_at_far_0.001"
+)
+
+
 def random_pairs(n=600, shift=1.0, seed=0, decimals=None):
     rng = np.random.default_rng(seed)
     same = rng.integers(0, 2, n)
@@ -33,12 +40,9 @@ def candidate_thresholds(distances):
     return np.r_[values[0] - 1.0, values, (values[:-1] + values[1:]) / 2, values[-1] + 1.0]
 
 
-def test_auc_hand_example():
+def test_auc_hand_example_and_ties_count_half():
     # Positive-negative pairs with the positive closer: 3 + 3 + 2 of 9.
     assert m.roc_auc(D_A, S_A) == pytest.approx(8 / 9)
-
-
-def test_auc_counts_ties_as_half():
     assert m.roc_auc([0.5, 0.5], [1, 0]) == pytest.approx(0.5)
 
 
@@ -99,15 +103,11 @@ def test_max_accuracy_is_exact_and_optimal(decimals):
         assert threshold not in set(d.tolist())
 
 
-def test_max_accuracy_exact_on_adjacent_floats():
-    low = 1.0
-    high = np.nextafter(low, 2.0)
-    threshold, accuracy = m.threshold_at_max_accuracy([low, high], [1, 0])
+def test_max_accuracy_exact_on_adjacent_floats_and_float32_input():
+    adjacent = [1.0, np.nextafter(1.0, 2.0)]
+    threshold, accuracy = m.threshold_at_max_accuracy(adjacent, [1, 0])
     assert accuracy == 1.0
-    assert m.pair_classification_metrics([low, high], [1, 0], threshold)["accuracy"] == 1.0
-
-
-def test_max_accuracy_exact_with_float32_input():
+    assert m.pair_classification_metrics(adjacent, [1, 0], threshold)["accuracy"] == 1.0
     d, s = random_pairs(seed=3)
     d32 = d.astype(np.float32)
     threshold, accuracy = m.threshold_at_max_accuracy(d32, s)
@@ -217,32 +217,12 @@ def test_parse_threshold_rule():
 
 def test_verification_report_keys_and_values():
     report = m.verification_report(D_A, S_A, threshold=0.45)
-    expected_keys = {
-        "auc",
-        "eer",
-        "eer_threshold",
-        "threshold",
-        "accuracy",
-        "precision",
-        "recall",
-        "f1",
-        "far",
-        "tar",
-        "tp",
-        "fp",
-        "tn",
-        "fn",
-        "tar_at_far_0.001",
-        "tar_at_far_0.01",
-        "tar_at_far_0.1",
-        "mean_positive_distance",
-        "mean_negative_distance",
-        "distance_ratio",
-        "num_pairs",
-        "num_positive",
-        "num_negative",
-    }
-    assert set(report) == expected_keys
+    expected_keys = (
+        "auc eer eer_threshold threshold accuracy precision recall f1 far tar tp fp tn fn "
+        "tar_at_far_0.001 tar_at_far_0.01 tar_at_far_0.1 mean_positive_distance "
+        "mean_negative_distance distance_ratio num_pairs num_positive num_negative"
+    )
+    assert set(report) == set(expected_keys.split())
     assert report["auc"] == pytest.approx(8 / 9)
     assert (report["eer"], report["eer_threshold"]) == pytest.approx((1 / 3, 0.45))
     assert report["accuracy"] == pytest.approx(4 / 6)
@@ -254,17 +234,7 @@ def test_verification_report_keys_and_values():
 
 def test_calibrate_summary():
     summary = m.calibrate(D_A, S_A, rule="max_accuracy")
-    assert set(summary) == {
-        "auc",
-        "eer",
-        "eer_threshold",
-        "max_accuracy_threshold",
-        "max_accuracy",
-        "threshold",
-        "accuracy",
-        "tar_at_far_0.01",
-        "tar_at_far_0.001",
-    }
+    assert set(summary) == set(CALIBRATION_KEYS.split())
     assert summary["threshold"] == summary["max_accuracy_threshold"] == pytest.approx(0.3)
     assert summary["accuracy"] == summary["max_accuracy"] == pytest.approx(5 / 6)
     assert all(isinstance(v, float) for v in summary.values())
