@@ -72,3 +72,11 @@ def finished_run(tmp_path_factory):
     path = tmp_path_factory.getbasetemp() / "shared_digits_run"
     make_finished_run(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def run(finished_run):
+    """That run loaded by `trainers.evaluation.load_run`; a test that changes it restores it."""
+    from trainers import evaluation
+
+    return evaluation.load_run(str(finished_run))

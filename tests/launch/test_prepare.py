@@ -1,11 +1,8 @@
 """`python -m launch.prepare`: writes a prepared store; bad input is one error line and exit 2."""
 
-import io
 import json
 
-import numpy as np
-from helpers import run_cli
-from PIL import Image
+from helpers import run_cli, write_flat_pngs
 
 
 def run_prepare(*args, timeout=180):
@@ -13,12 +10,7 @@ def run_prepare(*args, timeout=180):
 
 
 def write_images(root, broken=False):
-    for c in range(3):
-        (root / f"c{c}").mkdir(parents=True)
-        for i in range(4):
-            buffer = io.BytesIO()
-            Image.fromarray(np.full((5, 5), 10 * c + i, np.uint8)).save(buffer, format="PNG")
-            (root / f"c{c}" / f"{i}.png").write_bytes(buffer.getvalue())
+    write_flat_pngs(root, size=5)
     if broken:
         (root / "c1" / "9.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
 

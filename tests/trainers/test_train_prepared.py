@@ -5,15 +5,13 @@ Streaming changes memory, nothing else: a `--deterministic` run from `folder:DIR
 same report; a streamed run stopped part-way and re-run must end the same too.
 """
 
-import io
 import json
 import pathlib
 import shutil
 
 import numpy as np
 import pytest
-from helpers import start_cli
-from PIL import Image
+from helpers import png_bytes, start_cli
 from sklearn.datasets import load_digits
 
 ARGS = [
@@ -57,9 +55,7 @@ def digits_folder_and_store(tmp_path_factory):
         folder = root / "img" / f"digit_{label}"
         folder.mkdir(parents=True)
         for i, row in enumerate(np.flatnonzero(digits.target == label)[:30]):
-            buffer = io.BytesIO()
-            Image.fromarray(images[row]).save(buffer, format="PNG")
-            (folder / f"{i:02d}.png").write_bytes(buffer.getvalue())
+            (folder / f"{i:02d}.png").write_bytes(png_bytes(images[row]))
     code, _, err = run(
         "launch.prepare", f"--dataset=folder:{root / 'img'}", f"--out={root / 'store'}"
     )

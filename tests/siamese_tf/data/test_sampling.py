@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from helpers import take_batches as take
 
 from siamese_tf.data import (
     ClassIndex,
@@ -17,19 +18,6 @@ from siamese_tf.errors import InputError
 # single-example exclusion; the large one exercises Floyd's without-replacement draw.
 LABELS = np.repeat(np.arange(8), [1, 2, 3, 4, 5, 8, 12, 40])
 IMAGES = np.arange(LABELS.size)  # an image is its row number, so batches are checkable
-
-
-def take(ds, n):
-    return [tuple(np.asarray(t) for t in _flatten(item)) for item in ds.take(n)]
-
-
-def _flatten(item):
-    if isinstance(item, tuple):
-        out = []
-        for part in item:
-            out.extend(_flatten(part))
-        return out
-    return [item]
 
 
 def test_class_index_groups_rows_by_class():

@@ -1,10 +1,8 @@
 """Splits by example, class and group: seeded, disjoint where they promise, clear errors."""
 
-import io
-
 import numpy as np
 import pytest
-from PIL import Image
+from helpers import write_flat_pngs
 
 from siamese_tf.data import load_source, open_stream, split_indices, write_store
 from siamese_tf.errors import InputError
@@ -52,13 +50,7 @@ def test_group_split_needs_groups_and_classes_inside_one_group():
 
 def test_nested_class_folders_give_groups_through_memory_and_store(tmp_path):
     for group in ("Greek", "Latin"):
-        for c in range(2):
-            folder = tmp_path / "img" / group / f"character{c}"
-            folder.mkdir(parents=True)
-            for i in range(2):
-                buffer = io.BytesIO()
-                Image.fromarray(np.full((4, 4), 9 * c + i, np.uint8)).save(buffer, format="PNG")
-                (folder / f"{i}.png").write_bytes(buffer.getvalue())
+        write_flat_pngs(tmp_path / "img" / group, 2, 2, size=4, step=9, prefix="character")
     spec = f"folder:{tmp_path / 'img'}"
     loaded = load_source(spec)
     assert loaded.group_names == ("Greek", "Latin")

@@ -1,13 +1,13 @@
 """The prepared store: written from any spec, read by row id, equal to in-memory data, checked."""
 
-import io
 import json
 import zlib
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
+from helpers import take_batches as batches
+from helpers import write_flat_pngs as write_pngs
 
 from siamese_tf.data import (
     StoreError,
@@ -42,16 +42,6 @@ def raw_store(tmp_path_factory):
     return root / "store", spec
 
 
-def write_pngs(root, classes=3, per_class=4, size=6):
-    for c in range(classes):
-        (root / f"c{c}").mkdir(parents=True)
-        for i in range(per_class):
-            buffer = io.BytesIO()
-            pixels = np.full((size, size), 10 * c + i, np.uint8)
-            Image.fromarray(pixels).save(buffer, format="PNG")
-            (root / f"c{c}" / f"{i}.png").write_bytes(buffer.getvalue())
-
-
 @pytest.fixture(scope="module")
 def png_store(tmp_path_factory):
     """A store of encoded PNGs (from an image folder); and the folder spec."""
@@ -60,10 +50,6 @@ def png_store(tmp_path_factory):
     spec = f"folder:{root / 'img'}"
     write_store(open_stream(spec), str(root / "store"))
     return root / "store", spec
-
-
-def batches(ds, n):
-    return [tuple(np.asarray(t) for t in tf.nest.flatten(e)) for e in ds.take(n)]
 
 
 def test_metadata_and_index_describe_the_records(raw_store):
