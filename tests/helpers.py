@@ -125,3 +125,17 @@ def check_anchor_halves(terms, emb):
     np.testing.assert_allclose(combined, full, rtol=1e-5)
     grads = [tape.gradient(combined, emb), tape.gradient(full, emb)]
     np.testing.assert_allclose(*grads, rtol=1e-4, atol=1e-6)
+
+
+def fit_on_two_replicas(strategy, model, batches):
+    """`model.fit` over `strategy`'s two replicas, one step per (images, labels) global batch in
+    `batches`; replica r is fed half r of each (one input pipeline feeds the replicas in turn)."""
+    images, labels = (np.concatenate(part) for part in zip(*batches, strict=True))
+    n = 2 * len(batches)
+    halves = (images.reshape(n, -1, *images.shape[1:]), labels.reshape(n, -1))
+
+    def dataset_fn(context):
+        return tf.data.Dataset.from_tensor_slices(halves)
+
+    dataset = strategy.distribute_datasets_from_function(dataset_fn)
+    return model.fit(dataset, epochs=1, steps_per_epoch=len(batches), verbose=0)
