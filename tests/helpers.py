@@ -139,3 +139,11 @@ def fit_on_two_replicas(strategy, model, batches):
 
     dataset = strategy.distribute_datasets_from_function(dataset_fn)
     return model.fit(dataset, epochs=1, steps_per_epoch=len(batches), verbose=0)
+
+
+def one_error_line(result) -> str:
+    """The one stderr line of a CLI run that failed on bad input (exit 2, no traceback)."""
+    assert result.returncode == 2, (result.stdout + result.stderr)[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]

@@ -86,19 +86,12 @@ def test_prepare_rejects_bad_config(overrides, message):
         metric_learning.prepare_data(TrainConfig(**{**TINY, **overrides}))
 
 
-def test_config_rejects_non_positive_sizes():
-    with pytest.raises(InputError, match="epochs must be a positive integer"):
-        TrainConfig(epochs=0)
+NEW_LOSSES = [dict(loss=name) for name in ("multi_similarity", "circle", "supcon")]
 
 
 @pytest.mark.parametrize(
     "overrides",
-    [
-        dict(loss="multi_similarity"),
-        dict(loss="circle"),
-        dict(loss="supcon"),
-        dict(loss="arcface", samples_per_class=1),
-    ],
+    [*NEW_LOSSES, dict(loss="arcface", samples_per_class=1)],
     ids=["multi_similarity", "circle", "supcon", "arcface_k1"],
 )
 def test_new_losses_train_the_default_job(tmp_path, overrides):
@@ -146,8 +139,9 @@ def test_proxies_and_memory_resume_exactly(tmp_path, overrides):
         (dict(loss="bce", cross_batch_memory=8), "--cross_batch_memory needs"),
         (dict(cross_batch_memory=-1), "--cross_batch_memory must be >= 0"),
         (dict(loss="supcon", supcon_temperature=0.0), "--supcon_temperature must be > 0"),
+        (dict(epochs=0), "epochs must be a positive integer"),
     ],
 )
-def test_config_rejects_bad_loss_settings(overrides, message):
+def test_config_rejects_bad_loss_settings_and_sizes(overrides, message):
     with pytest.raises(InputError, match=message):
         TrainConfig(**overrides)
