@@ -18,11 +18,8 @@ from siamese_tf.checkpointing import CoordinatedStop, PreemptionSignal, Training
 
 def test_private_names_still_exist():
     handler_cls = tf.distribute.experimental.PreemptionCheckpointHandler
-    for name in (
-        "_stop_cluster_wise_termination_watcher_thread",
-        "_stop_poll_termination_signal_thread",
-    ):
-        assert callable(getattr(handler_cls, name)), name
+    for name in ("cluster_wise_termination_watcher", "poll_termination_signal"):
+        assert callable(getattr(handler_cls, f"_stop_{name}_thread")), name
     assert {p.name for p in compat._DECLINED_PLATFORMS} == {"GCE_TPU", "GCE_CPU"}
     assert "_platform_device" in inspect.getsource(handler_cls.__init__)
     source = inspect.getsource(failure_handling)
@@ -31,6 +28,10 @@ def test_private_names_still_exist():
     assert callable(context.context().check_collective_ops_peer_health)
     assert callable(deprecation.silence)
     assert failure_handling_util.detect_platform() not in compat._DECLINED_PLATFORMS
+
+
+def _handler_threads():
+    return [t for t in threading.enumerate() if t.name.startswith(compat.HANDLER_THREAD_PREFIXES)]
 
 
 def _tiny_state(tmp_path):
@@ -53,19 +54,15 @@ def test_the_handler_saves_through_our_backup_and_stops_its_threads(tmp_path):
         assert time.monotonic() < deadline, "the handler never saved"
         time.sleep(0.05)
     assert state.backup.latest_checkpoint.endswith("step-0")
-    assert not [
-        t for t in threading.enumerate() if t.name.startswith(compat.HANDLER_THREAD_PREFIXES)
-    ]
+    assert not _handler_threads()
     stop.close()
 
 
 def test_stop_preemption_handler_ends_its_threads(tmp_path):
     stop = CoordinatedStop(None, _tiny_state(tmp_path), PreemptionSignal(signals=()))
-    assert [t for t in threading.enumerate() if t.name.startswith(compat.HANDLER_THREAD_PREFIXES)]
+    assert _handler_threads()
     stop.close()
-    assert not [
-        t for t in threading.enumerate() if t.name.startswith(compat.HANDLER_THREAD_PREFIXES)
-    ]
+    assert not _handler_threads()
 
 
 def test_keras_private_build_names_still_exist():

@@ -84,20 +84,13 @@ def test_write_projector_files(tmp_path):
         str(tmp_path / "proj"), emb, labels, class_names=["zero", "o\tne", "two"], images=images
     )
     folder = tmp_path / "proj"
-    np.testing.assert_allclose(
-        np.loadtxt(folder / "embeddings.tsv", delimiter="\t"), emb, rtol=1e-5
-    )
+    np.testing.assert_allclose(np.loadtxt(folder / "embeddings.tsv"), emb, rtol=1e-5)
     np.testing.assert_array_equal(np.load(folder / "labels.npy"), labels)
     rows = (folder / "metadata.tsv").read_text().splitlines()
     assert rows[0] == "label\tclass" and rows[2] == "1\to ne" and len(rows) == 8
     config = (folder / "projector_config.pbtxt").read_text()
-    for expected in (
-        'tensor_path: "embeddings.tsv"',
-        'metadata_path: "metadata.tsv"',
-        "tensor_shape: 7",
-        'image_path: "sprite.png"',
-        "single_image_dim: 6",
-    ):
+    paths = ['tensor_path: "embeddings.tsv"', 'metadata_path: "metadata.tsv"', "tensor_shape: 7"]
+    for expected in [*paths, 'image_path: "sprite.png"', "single_image_dim: 6"]:
         assert expected in config
     sprite = (folder / "sprite.png").read_bytes()
     assert _png_size(sprite) == (3 * 6, 3 * 8)  # A 3 x 3 grid of 6-wide, 8-high cells.
