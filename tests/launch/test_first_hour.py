@@ -1,8 +1,5 @@
-"""A newcomer's first hour, through the CLI: own small data, help, messages that say the fix.
-
-Each subprocess costs a TensorFlow start (~5 s), so the scenario tests chain several steps of
-one story in one workdir; image folders are tiny generated PNGs.
-"""
+"""A newcomer's first hour, through the CLI: own small data, help, messages that say the fix
+(a subprocess costs a TensorFlow start, so a scenario chains one story's steps in one workdir)."""
 
 import json
 

@@ -1,9 +1,6 @@
-"""Multi-worker training on loopback: identical weights, coordinated preemption, a lost worker.
-
-Two worker processes through `launch.multiworker`; the job must stop together at one saved step
-when any worker is signalled, end (not hang) when a worker is killed outright, and resume to the
-bit-identical weights of an uninterrupted run either way.
-"""
+"""Multi-worker training on loopback (two workers through `launch.multiworker`): identical
+weights; one saved step when a worker is signalled, an end (no hang) when one is killed, and a
+bit-identical resume either way."""
 
 import functools
 import json

@@ -1,9 +1,5 @@
-"""Every `TrainConfig` field reaches the object it configures, through `train_and_evaluate`.
-
-Nothing here sets a model attribute by hand: each run goes through the recipe a user runs
-(`launch.train` builds the same config and calls the same function), and the checks read what
-the run built, drew or wrote.
-"""
+"""Every `TrainConfig` field reaches the object it configures, through `train_and_evaluate`
+(the recipe `launch.train` runs); the checks read what the run built, drew or wrote."""
 
 import dataclasses
 import json

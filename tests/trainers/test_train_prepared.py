@@ -1,9 +1,5 @@
-"""Training from a prepared store: the same run as from its source, exact resume, bad records.
-
-Streaming changes memory, nothing else: a `--deterministic` run from `folder:DIR` and from
-`prepared:DIR` (prepared from that folder by `launch.prepare`) must end bit-identical, with the
-same report; a streamed run stopped part-way and re-run must end the same too.
-"""
+"""Training from a prepared store: a `--deterministic` run from `folder:DIR` and from its
+`prepared:DIR` end bit-identical with the same report; exact resume; bad records."""
 
 import json
 import pathlib

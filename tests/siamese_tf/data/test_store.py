@@ -1,6 +1,8 @@
 """The prepared store: written from any spec, read by row id, equal to in-memory data, checked."""
 
 import json
+import pathlib
+import shutil
 import zlib
 
 import numpy as np
@@ -99,12 +101,9 @@ def test_samplers_draw_the_same_batches_from_store_and_memory(raw_store, png_sto
             assert len(full) == 6
             memory = batches(sampler(loaded, seed=4, **kwargs), 6)
             resumed = batches(sampler(streamed, seed=4, start_step=2, **kwargs), 4)
-            for a, b, c in zip(full, memory, [None, None, *resumed], strict=True):
+            for a, b in [*zip(full, memory, strict=True), *zip(full[2:], resumed, strict=True)]:
                 for x, y in zip(a, b, strict=True):
                     np.testing.assert_array_equal(x, y)
-                if c is not None:
-                    for x, y in zip(a, c, strict=True):
-                        np.testing.assert_array_equal(x, y)
 
 
 def test_pk_batches_read_the_rows_they_name(raw_store):
@@ -155,10 +154,7 @@ def test_output_folder_rules(tmp_path, raw_store):
 
 
 def copy_store(src, dst):
-    dst.mkdir()
-    for file in src.iterdir():
-        (dst / file.name).write_bytes(file.read_bytes())
-    return dst
+    return pathlib.Path(shutil.copytree(src, dst))
 
 
 @pytest.mark.parametrize(
