@@ -209,9 +209,7 @@ def test_the_alphabet_becomes_the_source_group(local_builder, local_data_dir):
     from siamese_tf.data import load_source
 
     source = load_source(
-        "tfds:omniglot_local:background",
-        data_dir=str(local_data_dir),
-        manual_dir=str(LOCAL_DUMMY),
+        "tfds:omniglot_local:background", data_dir=str(local_data_dir), manual_dir=str(LOCAL_DUMMY)
     )
     assert source.groups is not None and len(source.group_names) == 50
     examples = list(tfds.as_numpy(local_builder.as_dataset(split="background")))

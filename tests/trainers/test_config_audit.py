@@ -305,10 +305,7 @@ CHECKS = {
     "epochs": ("length", lambda r: len(r.metrics) == 3),
     "steps_per_epoch": ("length", lambda r: r.metrics[0]["step"] == 3),
     "max_steps": ("length", lambda r: r.report["steps"] == 7),
-    "seed": (
-        "numerics",
-        lambda r, b: not np.array_equal(r.data.splits.test, b.data.splits.test),
-    ),
+    "seed": ("numerics", lambda r, b: not np.array_equal(r.data.splits.test, b.data.splits.test)),
     "deterministic": ("numerics", lambda r: r.determinism_calls == 1),
     "mixed_precision": ("numerics", lambda r: r.policy_at_build == "mixed_float16"),
     "jit_compile": ("numerics", lambda r: r.model.jit_compile is True and r.report["steps"] == 4),

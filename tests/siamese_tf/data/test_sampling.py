@@ -4,13 +4,7 @@ import numpy as np
 import pytest
 from helpers import take_batches as take
 
-from siamese_tf.data import (
-    ClassIndex,
-    balanced_pairs,
-    pair_indices,
-    pk_batches,
-    pk_indices,
-)
+from siamese_tf.data import ClassIndex, balanced_pairs, pair_indices, pk_batches, pk_indices
 from siamese_tf.data.sampling import rows as samplers
 from siamese_tf.errors import InputError
 
