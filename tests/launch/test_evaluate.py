@@ -121,12 +121,9 @@ def test_bad_input_raises_input_error(workdir, tmp_path):
         evaluation.evaluate(str(workdir), "accuracy")
     with pytest.raises(InputError, match="runs_zip"):
         evaluation.evaluate(str(workdir), "omniglot_runs")
+    missing_zip = dataclasses.replace(FAST, runs_zip=str(tmp_path / "none.zip"))
     with pytest.raises(InputError, match="not found"):
-        evaluation.evaluate(
-            str(workdir),
-            "omniglot_runs",
-            dataclasses.replace(FAST, runs_zip=str(tmp_path / "none.zip")),
-        )
+        evaluation.evaluate(str(workdir), "omniglot_runs", missing_zip)
     (tmp_path / "bad.zip").write_bytes(b"not a zip")
     with pytest.raises(InputError, match="not a readable zip"):
         read_omniglot_runs(str(tmp_path / "bad.zip"))
@@ -188,14 +185,8 @@ def test_uncalibrated_model_refuses_verification(finished_run, workdir):
 
 
 def test_cli_writes_reports_plots_and_projector(workdir):
-    result = run_cli(
-        "evaluate",
-        f"--workdir={workdir}",
-        "--protocol=verification,retrieval",
-        "--projector",
-        "--bootstrap=100",
-        "--projection=pca",
-    )
+    flags = "--protocol=verification,retrieval --projector --bootstrap=100 --projection=pca"
+    result = run_cli("evaluate", f"--workdir={workdir}", *flags.split())
     assert result.returncode == 0, result.stderr[-3000:]
     summaries = [
         json.loads(line.split("summary: ", 1)[1])

@@ -116,13 +116,9 @@ def test_cli_pair(run, finished_run, files):
 
 def test_cli_missing_query_is_one_line_exit_2(finished_run, files, tmp_path):
     missing = tmp_path / "missing.png"
+    gallery = f"--gallery={files['root'] / 'gallery'}"
     result = run_cli(
-        "predict",
-        f"--workdir={finished_run}",
-        f"--gallery={files['root'] / 'gallery'}",
-        "--query",
-        files["queries"][0],
-        str(missing),
+        "predict", f"--workdir={finished_run}", gallery, "--query", files["queries"][0], missing
     )
     lines = own_lines(result.stderr)
     assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]

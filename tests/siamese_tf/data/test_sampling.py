@@ -200,15 +200,12 @@ def test_class_split_is_disjoint_and_example_split_is_stratified():
     from siamese_tf.data import split_indices
 
     labels = np.repeat(np.arange(20), 6)
-    by_class = split_indices(
-        labels, calibration_fraction=0.2, test_fraction=0.2, seed=0, split_by="class"
-    )
+    fractions = dict(calibration_fraction=0.2, test_fraction=0.2, seed=0)
+    by_class = split_indices(labels, split_by="class", **fractions)
     parts = [set(labels[rows]) for rows in (by_class.train, by_class.calibration, by_class.test)]
     assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
     assert sum(by_class.sizes().values()) == labels.size
-    again = split_indices(
-        labels, calibration_fraction=0.2, test_fraction=0.2, seed=0, split_by="class"
-    )
+    again = split_indices(labels, split_by="class", **fractions)
     np.testing.assert_array_equal(by_class.test, again.test)
-    by_example = split_indices(labels, calibration_fraction=0.2, test_fraction=0.2, seed=0)
+    by_example = split_indices(labels, **fractions)
     assert set(labels[by_example.test]) == set(labels[by_example.train]) == set(range(20))

@@ -13,28 +13,15 @@ GROUPS = LABELS // 3
 
 
 def test_group_split_holds_out_whole_groups():
-    splits = split_indices(
-        LABELS,
-        calibration_fraction=0.34,
-        test_fraction=0.34,
-        seed=3,
-        split_by="group",
-        groups=GROUPS,
-    )
+    kwargs = dict(calibration_fraction=0.34, test_fraction=0.34, seed=3, split_by="group")
+    splits = split_indices(LABELS, groups=GROUPS, **kwargs)
     seen = [set(GROUPS[rows]) for rows in (splits.train, splits.calibration, splits.test)]
     assert all(seen) and not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
     assert sum(len(s) for s in seen) == 6
     # Whole groups: every class of a held-out group is held out with all its examples.
     every = np.concatenate([splits.train, splits.calibration, splits.test])
     np.testing.assert_array_equal(np.sort(every), np.arange(LABELS.size))
-    again = split_indices(
-        LABELS,
-        calibration_fraction=0.34,
-        test_fraction=0.34,
-        seed=3,
-        split_by="group",
-        groups=GROUPS,
-    )
+    again = split_indices(LABELS, groups=GROUPS, **kwargs)
     np.testing.assert_array_equal(again.test, splits.test)
 
 

@@ -92,13 +92,8 @@ def test_map_at_r_hand_example():
     # Query B: R = 3, ranking B B A -> AP = (1/1 + 2/2) / 3 = 2/3.
     assert r.map_at_r(queries, query_labels, gallery, gallery_labels) == pytest.approx(7 / 12)
     # A perfect ranking scores 1 while recall@1 could not tell the two apart.
-    perfect = r.map_at_r(
-        np.array([[0.0]]),
-        np.array(["A"]),
-        np.array([[1.0], [2.0], [3.0]]),
-        np.array(["A", "A", "B"]),
-    )
-    assert perfect == 1.0
+    perfect = ([[0.0]], ["A"], [[1.0], [2.0], [3.0]], ["A", "A", "B"])
+    assert r.map_at_r(*map(np.array, perfect)) == 1.0
 
 
 def test_map_at_r_matches_brute_force(monkeypatch):
@@ -148,9 +143,7 @@ def test_retrieval_bad_input():
 def test_sample_episodes_structure_and_determinism():
     labels = np.repeat(np.arange(8), 4)
     labels = np.r_[labels, [8, 9]]  # two classes too small to serve
-    episodes = oneshot.sample_episodes(
-        labels, n_way=5, k_shot=2, num_queries=2, num_episodes=30, seed=3
-    )
+    episodes = oneshot.sample_episodes(labels, 5, k_shot=2, num_queries=2, num_episodes=30, seed=3)
     assert episodes.support.shape == (30, 5, 2)
     assert episodes.query.shape == episodes.query_targets.shape == (30, 10)
     assert len(episodes) == 30
@@ -205,16 +198,9 @@ def test_k_shot_reductions_hand_example():
 @pytest.mark.parametrize("reduction", ["mean", "min", "centroid"])
 def test_n_way_k_shot_matches_brute_force(metric, reduction):
     x, labels = random_embeddings(n=200, dim=5, classes=10, seed=6)
-    episodes = oneshot.sample_episodes(
-        labels, n_way=5, k_shot=3, num_queries=2, num_episodes=20, seed=1
-    )
-    accuracies = oneshot.episode_accuracies(
-        x[episodes.support],
-        x[episodes.query],
-        episodes.query_targets,
-        metric=metric,
-        reduction=reduction,
-    )
+    episodes = oneshot.sample_episodes(labels, 5, k_shot=3, num_queries=2, num_episodes=20, seed=1)
+    inputs = (x[episodes.support], x[episodes.query], episodes.query_targets)
+    accuracies = oneshot.episode_accuracies(*inputs, metric=metric, reduction=reduction)
 
     def dist(a, b):
         if metric == "cosine":
