@@ -46,17 +46,14 @@ def test_auc_hand_example_and_ties_count_half():
     assert m.roc_auc([0.5, 0.5], [1, 0]) == pytest.approx(0.5)
 
 
-def test_eer_exact_crossing_hand_example():
+def test_eer_exact_crossing_and_interpolated_hand_examples():
     # Accepting d <= 0.4: FAR = 1/3 (0.4), FRR = 1/3 (0.5); holds up to 0.5 -> midpoint 0.45.
     eer, threshold = m.equal_error_rate(D_A, S_A)
     assert eer == pytest.approx(1 / 3)
     assert threshold == pytest.approx(0.45)
     rates = m.pair_classification_metrics(D_A, S_A, threshold)
     assert rates["far"] == pytest.approx(1 / 3) and 1 - rates["tar"] == pytest.approx(1 / 3)
-
-
-def test_eer_interpolated_hand_example():
-    # Positives 0.1, 0.3; negatives 0.2, 0.4, 0.5. ROC points around the crossing:
+    # Interpolated: positives 0.1, 0.3; negatives 0.2, 0.4, 0.5. ROC points around the crossing:
     # accept <= 0.2: FPR 1/3, FNR 1/2;  accept <= 0.3: FPR 1/3, FNR 0.
     # FPR - FNR goes -1/6 -> 1/3, crossing at t = 1/3: EER = 1/3, threshold 0.2 + 0.1 / 3.
     eer, threshold = m.equal_error_rate([0.1, 0.3, 0.2, 0.4, 0.5], [1, 1, 0, 0, 0])

@@ -140,7 +140,7 @@ def test_retrieval_bad_input():
         r.precision_at_k(x, y, ks=(0,))
 
 
-def test_sample_episodes_structure_and_determinism():
+def test_sample_episodes_structure_determinism_and_errors():
     labels = np.repeat(np.arange(8), 4)
     labels = np.r_[labels, [8, 9]]  # two classes too small to serve
     episodes = oneshot.sample_episodes(labels, 5, k_shot=2, num_queries=2, num_episodes=30, seed=3)
@@ -162,9 +162,6 @@ def test_sample_episodes_structure_and_determinism():
     np.testing.assert_array_equal(again.query, episodes.query)
     other = oneshot.sample_episodes(labels, 5, 2, 2, 30, seed=4)
     assert not np.array_equal(other.support, episodes.support)
-
-
-def test_sample_episodes_errors():
     labels = np.array([0, 0, 1, 1, 2])
     with pytest.raises(ValueError, match="need 3 classes with at least 2 examples; only 2 of 3"):
         oneshot.sample_episodes(labels, n_way=3, k_shot=1)
@@ -241,7 +238,7 @@ def test_n_way_k_shot_bad_input():
         oneshot.n_way_k_shot_accuracy(support, queries, targets, reduction="max")
 
 
-def test_clustering_perfect_on_separated_blobs():
+def test_clustering_perfect_on_separated_blobs_and_near_zero_on_random_labels():
     x, y = make_blobs(
         n_samples=120, centers=4, cluster_std=0.3, center_box=(-20, 20), random_state=0
     )
@@ -252,9 +249,7 @@ def test_clustering_perfect_on_separated_blobs():
     clusters = clustering.cluster_embeddings(x, 4, seed=0)
     np.testing.assert_array_equal(clusters, clustering.cluster_embeddings(x, 4, seed=0))
     assert set(clusters) == {0, 1, 2, 3}
-
-
-def test_clustering_scores_near_zero_for_random_labels():
+    # Random labels: scores near zero.
     x, _ = make_blobs(n_samples=200, centers=4, cluster_std=0.3, random_state=1)
     random_labels = np.random.default_rng(0).integers(0, 4, 200)
     scores = clustering.clustering_scores(x, random_labels, n_clusters=4)
