@@ -21,9 +21,7 @@ LOAD_AND_SERVE = """
 import importlib.abc, json, sys
 
 
-class NoSiameseTf(importlib.abc.MetaPathFinder):
-    # A serving machine without siamese_tf: CI installs the package into site-packages, so
-    # leaving the repository is not enough; refuse the import outright.
+class NoSiameseTf(importlib.abc.MetaPathFinder):  # CI installs the package: refuse the import
     def find_spec(self, name, path=None, target=None):
         if name == "siamese_tf" or name.startswith("siamese_tf."):
             raise ModuleNotFoundError(f"No module named {name!r}")
@@ -78,14 +76,9 @@ def test_cli_export_serves_without_siamese_tf(run, finished_run, tmp_path):
     isolated = tmp_path / "elsewhere"
     isolated.mkdir()
     clean_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
-    served = subprocess.run(
-        [sys.executable, "-I", "-c", LOAD_AND_SERVE, str(out), str(tmp_path / "inputs.npz")],
-        cwd=isolated,
-        env=clean_env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    command = [sys.executable, "-I", "-c", LOAD_AND_SERVE, str(out), str(tmp_path / "inputs.npz")]
+    options = dict(cwd=isolated, env=clean_env, capture_output=True, text=True, timeout=240)
+    served = subprocess.run(command, **options)
     assert served.returncode == 0, served.stderr[-3000:]
     got = json.loads(served.stdout.split("RESULT ", 1)[1])
     assert not got["siamese_tf_importable"] and not got["siamese_tf_loaded"]

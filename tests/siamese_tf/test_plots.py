@@ -22,7 +22,7 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
-def test_roc_and_histogram_figures_render_to_png():
+def test_roc_and_histogram_figures_render_to_png_and_refuse_one_class():
     distances, same = _pairs()
     roc = plots.to_png(plots.roc_figure(distances, same, threshold=0.85))
     hist = plots.to_png(plots.distance_histogram_figure(distances, same, threshold=0.85))
@@ -31,9 +31,7 @@ def test_roc_and_histogram_figures_render_to_png():
         assert _png_size(data) == (500, 400)  # 5 x 4 inches at 100 dpi.
     # The title carries the AUC, so a figure of other data is a different picture.
     assert plots.to_png(plots.roc_figure(distances[::-1], same)) != roc
-
-
-def test_figures_reject_one_class_pairs():
+    # Pairs of one class only are refused.
     with pytest.raises(ValueError, match="only class"):
         plots.roc_figure([0.1, 0.2], [1, 1])
     with pytest.raises(ValueError):

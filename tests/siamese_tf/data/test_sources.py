@@ -196,9 +196,11 @@ def test_tfds_split_keeps_images_encoded():
     assert len(test) == 20 and test.labels.dtype == np.int64
 
 
-def test_tfds_unknown_dataset():
+def test_unknown_dataset_and_spec():
     with pytest.raises(InputError, match="unknown dataset 'no_such_dataset_xyz'"):
         load_source("tfds:no_such_dataset_xyz")
+    with pytest.raises(InputError, match="unknown dataset 'imagenet'"):
+        load_source("imagenet")
 
 
 # --- Source --------------------------------------------------------------------------------------
@@ -227,8 +229,3 @@ def test_source_take_keeps_storage_and_shape(tmp_path):
 def test_source_rejects_bad_arrays(kwargs, message):
     with pytest.raises(InputError, match=message):
         Source(**kwargs)
-
-
-def test_unknown_spec():
-    with pytest.raises(InputError, match="unknown dataset 'imagenet'"):
-        load_source("imagenet")

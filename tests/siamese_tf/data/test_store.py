@@ -84,10 +84,13 @@ def test_store_rows_equal_the_source_rows(raw_store, png_store):
         np.testing.assert_array_equal(part.decoded_images(), loaded.decoded_images([4, 1]))
 
 
-def test_decoded_batches_are_bounded(raw_store):
+def test_decoded_batches_are_bounded_and_pk_batches_read_their_rows(raw_store):
     source = load_source(f"prepared:{raw_store[0]}")
     sizes = [len(b) for b in source.decoded_batches(batch_size=4)]
     assert max(sizes) == 4 and sum(sizes) == LABELS.size
+    # P×K batches read the rows they name (pixel [0, 0] is 20 * class + j).
+    for x, y in batches(pk_batches(source, classes_per_batch=3, samples_per_class=2, seed=1), 5):
+        np.testing.assert_array_equal(x[:, 0, 0, 0] // 20, y)
 
 
 def test_samplers_draw_the_same_batches_from_store_and_memory(raw_store, png_store):
@@ -104,13 +107,6 @@ def test_samplers_draw_the_same_batches_from_store_and_memory(raw_store, png_sto
             for a, b in [*zip(full, memory, strict=True), *zip(full[2:], resumed, strict=True)]:
                 for x, y in zip(a, b, strict=True):
                     np.testing.assert_array_equal(x, y)
-
-
-def test_pk_batches_read_the_rows_they_name(raw_store):
-    source = load_source(f"prepared:{raw_store[0]}")
-    for x, y in batches(pk_batches(source, classes_per_batch=3, samples_per_class=2, seed=1), 5):
-        values = x[:, 0, 0, 0]
-        np.testing.assert_array_equal(values // 20, y)
 
 
 def test_resize_on_open(png_store):

@@ -53,7 +53,7 @@ def test_recall_and_precision_at_k_match_brute_force(metric, leave_one_out, monk
     assert all(recall[a] <= recall[b] for a, b in zip(ks, ks[1:], strict=False))
 
 
-def test_nearest_neighbour_accuracy_hand_example():
+def test_nearest_neighbour_accuracy_hand_example_and_recall_at_1():
     gallery = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
     gallery_labels = np.array(["a", "b", "c"])
     queries = np.array([[1.0, 0.0], [9.0, 1.0], [6.0, 0.0], [0.0, 4.0]])
@@ -65,9 +65,7 @@ def test_nearest_neighbour_accuracy_hand_example():
         queries[1:], query_labels[1:], gallery[1:], gallery_labels[1:], metric="cosine"
     )
     assert cos == pytest.approx(2 / 3)
-
-
-def test_nearest_neighbour_accuracy_matches_recall_at_1_when_every_label_is_present():
+    # Equal to recall@1 when every query label is in the gallery.
     q, ql = random_embeddings(seed=3)
     g, gl = random_embeddings(n=200, seed=4)
     assert set(ql) <= set(gl)
@@ -169,7 +167,7 @@ def test_sample_episodes_structure_determinism_and_errors():
         oneshot.sample_episodes(labels, n_way=0)
 
 
-def test_one_shot_hand_example():
+def test_one_shot_and_k_shot_reductions_hand_examples():
     # One episode, 2-way 1-shot: classes at 0 and 10; queries at 1 (class 0), 9 (class 1)
     # and 4 (labelled class 1, but nearer class 0).
     support = np.array([[[[0.0]], [[10.0]]]])
@@ -177,10 +175,7 @@ def test_one_shot_hand_example():
     targets = np.array([[0, 1, 1]])
     assert oneshot.n_way_k_shot_accuracy(support, queries, targets) == pytest.approx(2 / 3)
     np.testing.assert_allclose(oneshot.episode_accuracies(support, queries, targets), [2 / 3])
-
-
-def test_k_shot_reductions_hand_example():
-    # Class 0 support at 0 and 10, class 1 support at 4 and 4; query at 1 is class 0.
+    # k-shot reductions: class 0 support at 0 and 10, class 1 at 4 and 4; query at 1 is class 0.
     support = np.array([[[[0.0], [10.0]], [[4.0], [4.0]]]])
     query = np.array([[[1.0]]])
     target = np.array([[0]])
