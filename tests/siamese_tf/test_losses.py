@@ -155,13 +155,9 @@ def test_hard_and_batch_all_hand_computed(mining_path):
 # --- brute force references for what TFA does not have ---------------------------------------
 
 
-def _np_pdist(emb, metric):
-    return pairwise_distances(emb, metric).numpy().astype(np.float64)
-
-
 def _brute_batch_all(labels, emb, margin, soft, metric):
     """Every triplet enumerated as a [B, B, B] array: (loss, active fraction)."""
-    d = _np_pdist(emb, metric)
+    d = pairwise_distances(emb, metric).numpy().astype(np.float64)
     labels = np.reshape(labels, [-1])
     same = labels[:, None] == labels[None, :]
     positive = same & ~np.eye(len(labels), dtype=bool)

@@ -50,7 +50,7 @@ def test_pk_batches_draw_without_replacement_uniformly_in_large_class():
     assert big.min() > 0.5 * big.mean()  # every example of the big class gets drawn, evenly
 
 
-def test_pk_same_seed_same_batches_and_resume_from_step():
+def test_pk_same_seed_same_batches_resume_from_step_and_streams_differ():
     kwargs = dict(classes_per_batch=3, samples_per_class=4, seed=11)
     first = take(pk_indices(LABELS, **kwargs), 12)
     again = take(pk_indices(LABELS, **kwargs), 12)
@@ -61,6 +61,9 @@ def test_pk_same_seed_same_batches_and_resume_from_step():
     for a, b in zip(first[7:], resumed, strict=True):
         np.testing.assert_array_equal(a[0], b[0])
     assert any(not np.array_equal(a[0], b[0]) for a, b in zip(first, other_seed, strict=True))
+    # Another stream of the same seed draws different batches.
+    s1 = take(pk_indices(LABELS, stream=1, **kwargs), 10)
+    assert sum(np.array_equal(a[0], b[0]) for a, b in zip(first[:10], s1, strict=True)) == 0
 
 
 @pytest.mark.parametrize("start", [63, 64, 130])
@@ -81,13 +84,6 @@ def test_resume_across_sampling_blocks(start):
     batches = take(pk_batches(IMAGES, LABELS, start_step=start, **kwargs), 3)
     for a, b in zip(full[start:], batches, strict=True):
         np.testing.assert_array_equal(a[0], b[0])  # gathered rows are the sampled rows
-
-
-def test_streams_draw_different_batches():
-    kwargs = dict(classes_per_batch=3, samples_per_class=4, seed=11)
-    s0 = take(pk_indices(LABELS, stream=0, **kwargs), 10)
-    s1 = take(pk_indices(LABELS, stream=1, **kwargs), 10)
-    assert sum(np.array_equal(a[0], b[0]) for a, b in zip(s0, s1, strict=True)) == 0
 
 
 @pytest.mark.parametrize("batch_size", [8, 9])

@@ -75,8 +75,9 @@ def test_pair_batches_train_and_report_distances(head):
     assert distances.shape == (8,) and decisions.dtype == tf.bool
 
 
-def test_keras_round_trip_in_safe_mode(tmp_path):
+def test_new_model_is_uncalibrated_and_keras_round_trip_in_safe_mode(tmp_path):
     model = make_model(head=PairClassifierHead())
+    assert float(model.threshold.numpy()) == UNCALIBRATED  # a new model
     model.threshold.assign(0.42)
     images, _ = pk_batch(3)
     path = str(tmp_path / "model.keras")
@@ -89,10 +90,6 @@ def test_keras_round_trip_in_safe_mode(tmp_path):
     np.testing.assert_allclose(
         loaded.pair_distances(emb, emb[::-1]), model.pair_distances(emb, emb[::-1]), atol=1e-6
     )
-
-
-def test_new_model_is_uncalibrated():
-    assert float(make_model().threshold.numpy()) == UNCALIBRATED
 
 
 def _bare_model(loss, **kwargs):
