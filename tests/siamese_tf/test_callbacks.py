@@ -98,12 +98,8 @@ def test_every_n_epochs_and_tensorboard_images(calibration_set, tmp_path):
     assert logs[2] == {}
     callback.on_train_end()  # The last epoch (2) was skipped: calibrated now.
     events = _events(log_dir)
-    tags = {
-        callbacks_lib.ROC_CURVE_TAG,
-        callbacks_lib.HISTOGRAM_IMAGE_TAG,
-        callbacks_lib.POSITIVE_HISTOGRAM_TAG,
-        callbacks_lib.NEGATIVE_HISTOGRAM_TAG,
-    }
+    names = ("ROC_CURVE", "HISTOGRAM_IMAGE", "POSITIVE_HISTOGRAM", "NEGATIVE_HISTOGRAM")
+    tags = {getattr(callbacks_lib, f"{name}_TAG") for name in names}
     assert tags <= set(events)
     for tag in tags:
         assert [step for step, _ in events[tag]] == [1, 2]

@@ -130,15 +130,11 @@ def test_a_model_saved_with_the_old_normalisation_layer_still_loads(tmp_path):
     with zipfile.ZipFile(path) as archive:
         files = {name: archive.read(name) for name in archive.namelist()}
     config = json.loads(files["config.json"])
-    [layer] = [
-        layer
-        for layer in config["config"]["encoder"]["config"]["layers"]
-        if layer["name"] == "l2_normalize"
-    ]
+    layers = config["config"]["encoder"]["config"]["layers"]
+    [layer] = [layer for layer in layers if layer["name"] == "l2_normalize"]
+    name = "L2Normalization"
     layer.update(
-        module="siamese_tf.distances",
-        class_name="L2Normalization",
-        registered_name="siamese_tf>L2Normalization",
+        module="siamese_tf.distances", class_name=name, registered_name=f"siamese_tf>{name}"
     )
     layer["config"]["epsilon"] = 1e-12
     files["config.json"] = json.dumps(config).encode()

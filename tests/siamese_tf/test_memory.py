@@ -57,19 +57,15 @@ def test_a_step_scores_the_batch_against_the_memory_then_enqueues_it():
     # Empty memory: the plain loss.
     emb_first = model(first[0]).numpy()
     logs = model.train_on_batch(*first, return_dict=True)
-    np.testing.assert_allclose(
-        logs["loss"], plain.train_on_batch(*first, return_dict=True)["loss"], rtol=1e-6
-    )
+    plain_logs = plain.train_on_batch(*first, return_dict=True)
+    np.testing.assert_allclose(logs["loss"], plain_logs["loss"], rtol=1e-6)
     stored, stored_labels = (t.numpy() for t in model.memory.read())
     np.testing.assert_allclose(stored, emb_first, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(stored_labels, first[1])
     # Second step: anchors of the batch against [batch; memory] (no gradient into the memory).
     emb_second = model(second[0])
-    expected = losses.multi_similarity_loss(
-        np.concatenate([second[1], first[1]]),
-        tf.concat([emb_second, stored], axis=0),
-        anchor_indices=tf.range(12),
-    )
+    labels, embeddings = np.concatenate([second[1], first[1]]), tf.concat([emb_second, stored], 0)
+    expected = losses.multi_similarity_loss(labels, embeddings, anchor_indices=tf.range(12))
     logs = model.train_on_batch(*second, return_dict=True)
     np.testing.assert_allclose(logs["loss"], expected.numpy(), rtol=1e-5)
     assert int(model.memory.count.numpy()) == 24

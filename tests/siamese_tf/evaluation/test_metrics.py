@@ -176,10 +176,9 @@ def test_pair_classification_metrics_match_sklearn():
     d, s = random_pairs(seed=7)
     out = m.pair_classification_metrics(d, s, 0.8)
     predicted = (d <= 0.8).astype(int)
-    assert out["accuracy"] == pytest.approx(sk_metrics.accuracy_score(s, predicted))
-    assert out["precision"] == pytest.approx(sk_metrics.precision_score(s, predicted))
-    assert out["recall"] == pytest.approx(sk_metrics.recall_score(s, predicted))
-    assert out["f1"] == pytest.approx(sk_metrics.f1_score(s, predicted))
+    for name in ("accuracy", "precision", "recall", "f1"):
+        sklearn_value = getattr(sk_metrics, f"{name}_score")(s, predicted)
+        assert out[name] == pytest.approx(sklearn_value), name
 
 
 def test_distance_statistics():
