@@ -105,11 +105,8 @@ def ref_arcface(labels, cosines, margin=0.5, scale=64.0, variant="arcface"):
             logits[y] = c - margin
         else:
             theta = math.acos(c)
-            logits[y] = (
-                math.cos(theta + margin)
-                if theta + margin <= math.pi
-                else (c - math.sin(margin) * margin)
-            )
+            beyond_pi = theta + margin > math.pi
+            logits[y] = c - math.sin(margin) * margin if beyond_pi else math.cos(theta + margin)
         logits *= scale
         out.append(np.logaddexp.reduce(logits) - logits[y])
     return float(np.mean(out))
