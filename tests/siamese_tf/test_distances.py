@@ -29,7 +29,7 @@ def _np_distances(a, b, metric):
 
 
 @pytest.mark.parametrize("metric", METRICS)
-def test_pairwise_distances_values(metric):
+def test_pairwise_and_pair_distances_values(metric):
     x = np.random.default_rng(0).normal(size=(9, 5)).astype(np.float32)
     d = pairwise_distances(x, metric)
     assert d.dtype == tf.float32 and d.shape == (9, 9)
@@ -38,6 +38,8 @@ def test_pairwise_distances_values(metric):
     rows = pairwise_distances(x, metric, anchor_indices=[7, 2])
     np.testing.assert_allclose(rows, d.numpy()[[7, 2]], atol=1e-6)
     assert rows.numpy()[0, 7] == 0.0 and rows.numpy()[1, 2] == 0.0
+    a, b = np.random.default_rng(3).normal(size=(2, 7, 5)).astype(np.float32)
+    np.testing.assert_allclose(pair_distances(a, b, metric), _np_distances(a, b, metric), atol=1e-5)
 
 
 @pytest.mark.parametrize("metric", ["L2", "squared-L2"])
@@ -48,7 +50,7 @@ def test_pairwise_distances_equal_tfa(metric):
 
 
 @pytest.mark.parametrize("metric", METRICS)
-def test_gradients_finite_for_duplicates_and_identical_inputs(metric):
+def test_gradients_finite_for_duplicates_identical_inputs_and_zeros(metric):
     base = np.random.default_rng(2).normal(size=(3, 4)).astype(np.float32)
     x = tf.constant(np.concatenate([base, base, base[:1]]))
     with tf.GradientTape(persistent=True) as tape:
@@ -61,21 +63,12 @@ def test_gradients_finite_for_duplicates_and_identical_inputs(metric):
     atol = 1e-6 if metric == "angular" else 0.0
     np.testing.assert_allclose(pair_distances(x, x, metric), 0.0, atol=atol)
     np.testing.assert_allclose(tape.gradient(same, x), 0.0, atol=atol)
-
-
-def test_zero_embeddings_have_finite_gradients():
-    for metric in METRICS:
-        total = lambda x, m=metric: (
-            tf.reduce_sum(pairwise_distances(x, m)) + tf.reduce_sum(pair_distances(x, x[::-1], m))
-        )
-        assert np.all(np.isfinite(value_and_grad(total, tf.zeros([4, 3]))[1]))
-
-
-@pytest.mark.parametrize("metric", METRICS)
-def test_pair_distances_values(metric):
-    rng = np.random.default_rng(3)
-    a, b = rng.normal(size=(2, 7, 5)).astype(np.float32)
-    np.testing.assert_allclose(pair_distances(a, b, metric), _np_distances(a, b, metric), atol=1e-5)
+    # All-zero embeddings too.
+    total = lambda x: (
+        tf.reduce_sum(pairwise_distances(x, metric))
+        + tf.reduce_sum(pair_distances(x, x[::-1], metric))
+    )
+    assert np.all(np.isfinite(value_and_grad(total, tf.zeros([4, 3]))[1]))
 
 
 @pytest.mark.parametrize("dtype", [tf.float16, tf.bfloat16])
