@@ -90,7 +90,7 @@ def _data_unit(module: str) -> str | None:
     return parts[2] if parts[:2] == ["siamese_tf", "data"] and len(parts) > 2 else None
 
 
-def test_data_imports_flow_one_way():
+def test_data_imports_flow_one_way_and_evaluation_builds_on_data():
     rank = {unit: level for level, units in enumerate(DATA_LAYERS) for unit in units}
     data = ROOT / "siamese_tf" / "data"
     for path in data.rglob("*.py"):
@@ -103,9 +103,6 @@ def test_data_imports_flow_one_way():
             other = _data_unit(name)
             if other in rank and other != unit:
                 assert rank[other] <= rank[unit], f"{module} imports {name} (a higher layer)"
-
-
-def test_evaluation_builds_on_data_never_the_reverse():
     # Evaluation may read data (episodes of a Source); data never imports evaluation.
     for path in (ROOT / "siamese_tf" / "data").rglob("*.py"):
         for name in _imported_modules(path):

@@ -82,12 +82,6 @@ def test_eer_matches_interpolated_roc_on_random_data():
     assert abs(rates["far"] - eer) < 0.02 and abs(1 - rates["tar"] - eer) < 0.02
 
 
-def test_max_accuracy_hand_example():
-    # Accepting <= 0.2 and <= 0.5 both give 5/6; the one accepting fewer wins: midpoint
-    # between 0.2 (accepted) and 0.4 (rejected).
-    assert m.threshold_at_max_accuracy(D_A, S_A) == pytest.approx((0.3, 5 / 6))
-
-
 @pytest.mark.parametrize("decimals", [None, 1])
 def test_max_accuracy_is_exact_and_optimal(decimals):
     d, s = random_pairs(seed=2, decimals=decimals)
@@ -100,7 +94,10 @@ def test_max_accuracy_is_exact_and_optimal(decimals):
         assert threshold not in set(d.tolist())
 
 
-def test_max_accuracy_exact_on_adjacent_floats_and_float32_input():
+def test_max_accuracy_hand_example_adjacent_floats_and_float32_input():
+    # Accepting <= 0.2 and <= 0.5 both give 5/6; the one accepting fewer wins: midpoint
+    # between 0.2 (accepted) and 0.4 (rejected).
+    assert m.threshold_at_max_accuracy(D_A, S_A) == pytest.approx((0.3, 5 / 6))
     adjacent = [1.0, np.nextafter(1.0, 2.0)]
     threshold, accuracy = m.threshold_at_max_accuracy(adjacent, [1, 0])
     assert accuracy == 1.0
