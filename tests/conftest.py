@@ -1,8 +1,5 @@
-"""Test configuration: two logical CPU devices before TensorFlow starts anything.
-
-Multi-replica code (MirroredStrategy) is tested on these two logical devices, so the
-configuration must happen before any op runs; pytest imports conftest first.
-"""
+"""Two logical CPU devices (for MirroredStrategy tests), made before any op runs: pytest imports
+conftest first. Also the shared finished-run fixtures."""
 
 import json
 import os
@@ -22,28 +19,18 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def two_cpus():
-    """One MirroredStrategy over the two logical CPUs, shared by every test.
-
-    Several MirroredStrategy objects in one process can hand out clashing collective instance
-    keys ("Collective instance N expected type ..."), so tests share this one.
-    """
+    """The one MirroredStrategy over the two logical CPUs that every test shares (several in one
+    process can hand out clashing collective instance keys)."""
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 
 from helpers import tiny_config  # noqa: E402
 
-# A finished digits run's workdir, built once per session for the evaluate / predict / export
-# tests (weights at their seeded initialisation: evaluation needs a calibrated model, not a
-# trained one).
-
 
 def make_finished_run(path):
-    """Writes a finished digits run's workdir as `train_and_evaluate` leaves it, minus the steps.
-
-    config.json (with split_sizes), a calibrated model.keras and report.json come from the
-    trainer's own functions; the weights stay at their seeded initialisation, which is all an
-    evaluation needs and keeps the fixture fast (no fit, no TensorBoard dependency).
-    """
+    """Writes a finished digits run's workdir (config.json with split_sizes, a calibrated
+    model.keras, report.json) through the trainer's own functions, minus the training steps: an
+    evaluation needs a calibrated model, not a trained one, and the fixture stays fast."""
     import keras
 
     from siamese_tf.callbacks import ThresholdCalibration
@@ -72,3 +59,11 @@ def finished_run(tmp_path_factory):
     path = tmp_path_factory.getbasetemp() / "shared_digits_run"
     make_finished_run(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def run(finished_run):
+    """That run loaded by `trainers.evaluation.load_run`; a test that changes it restores it."""
+    from trainers import evaluation
+
+    return evaluation.load_run(str(finished_run))

@@ -1,16 +1,10 @@
 """One-off cross-check of the numpy references (and our losses) against pytorch-metric-learning.
 
-Not a test (no `test_` prefix, and the suite must not need torch): run by hand, in two steps,
-the second in a separate environment with torch and PML 2.x installed:
+Not a test (the suite must not need torch); run by hand, the second step where torch and PML 2.x
+are installed (WORKSPACE.md records the result):
 
     python tests/pml_crosscheck.py dump /tmp/pml_values.npz
     /tmp/pmlvenv/bin/python tests/pml_crosscheck.py compare /tmp/pml_values.npz
-
-`dump` writes every batch of `siamese_tf/test_similarity_losses.py` (plus three random
-256 x 32 batches) with the numpy reference value and our float32 value for each loss
-configuration; `compare` computes PML's `MultiSimilarityLoss`, `CircleLoss` and `SupConLoss`
-(default reducers, no miner) in float64 and float32 and prints the largest relative
-differences. WORKSPACE.md records the result.
 """
 
 import ast

@@ -1,19 +1,18 @@
 """Workspace rules from DESIGN.md: only `siamese_tf` is installed; `datasets/` is not a package;
 recipe flagfiles parse."""
 
+import ast
 import configparser
 import json
-import pathlib
 import subprocess
 import sys
 
 import pytest
 import setuptools
+from helpers import ROOT
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-
-def test_only_siamese_tf_is_installed():
+def test_only_siamese_tf_is_installed_and_datasets_is_no_package():
     config = configparser.ConfigParser()
     config.read(ROOT / "setup.cfg")
     include = config["options.packages.find"]["include"].split()
@@ -21,10 +20,7 @@ def test_only_siamese_tf_is_installed():
     assert packages, "setup.cfg installs nothing"
     assert all(p == "siamese_tf" or p.startswith("siamese_tf.") for p in packages), packages
     assert "siamese_tf.data" in packages and "siamese_tf.models" in packages
-
-
-def test_datasets_folder_is_not_a_package():
-    assert (ROOT / "datasets").is_dir()
+    assert (ROOT / "datasets").is_dir()  # and datasets/ is not a package
     assert not (ROOT / "datasets" / "__init__.py").exists()
 
 
@@ -38,14 +34,10 @@ def test_ci_runs_readme_test_command():
 def test_library_never_imports_flags_or_upper_layers():
     for path in (ROOT / "siamese_tf").rglob("*.py"):
         text = path.read_text()
-        for banned in (
-            "from absl import flags",
-            "import trainers",
-            "from trainers",
-            "import launch",
-            "from launch",
-            "Lambda(",
-        ):
+        upper = [
+            f"{verb} {layer}" for verb in ("import", "from") for layer in ("trainers", "launch")
+        ]
+        for banned in ["from absl import flags", "Lambda(", *upper]:
             assert banned not in text, f"{path} contains {banned!r}"
     for path in (ROOT / "trainers").rglob("*.py"):
         text = path.read_text()
@@ -65,11 +57,8 @@ def test_every_recipe_flagfile_parses_into_a_valid_config(flagfile):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     config = json.loads(result.stdout[result.stdout.index("{") :])
-    named = {
-        line.split("=", 1)[0][2:]
-        for line in flagfile.read_text().splitlines()
-        if line.startswith("--")
-    }
+    lines = flagfile.read_text().splitlines()
+    named = {line.split("=", 1)[0][2:] for line in lines if line.startswith("--")}
     assert named <= set(config), f"{flagfile.name} sets flags that are not config fields"
 
 
@@ -84,10 +73,8 @@ DATA_LAYERS = (
 )
 
 
-def _imported_modules(path: pathlib.Path) -> list[str]:
+def _imported_modules(path) -> list[str]:
     """Every module a file imports (`from a import b` gives both "a" and "a.b")."""
-    import ast
-
     names = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module:
@@ -103,7 +90,7 @@ def _data_unit(module: str) -> str | None:
     return parts[2] if parts[:2] == ["siamese_tf", "data"] and len(parts) > 2 else None
 
 
-def test_data_imports_flow_one_way():
+def test_data_imports_flow_one_way_and_evaluation_builds_on_data():
     rank = {unit: level for level, units in enumerate(DATA_LAYERS) for unit in units}
     data = ROOT / "siamese_tf" / "data"
     for path in data.rglob("*.py"):
@@ -116,9 +103,6 @@ def test_data_imports_flow_one_way():
             other = _data_unit(name)
             if other in rank and other != unit:
                 assert rank[other] <= rank[unit], f"{module} imports {name} (a higher layer)"
-
-
-def test_evaluation_builds_on_data_never_the_reverse():
     # Evaluation may read data (episodes of a Source); data never imports evaluation.
     for path in (ROOT / "siamese_tf" / "data").rglob("*.py"):
         for name in _imported_modules(path):

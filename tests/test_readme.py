@@ -1,13 +1,11 @@
 """README.md's "Use it from Python" script runs as printed, so it cannot rot."""
 
 import ast
-import os
-import pathlib
 import re
 import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from helpers import ROOT, cli_env
 
 
 def readme_script() -> str:
@@ -20,27 +18,13 @@ def readme_script() -> str:
 def test_readme_python_script_runs_as_printed(tmp_path):
     script = readme_script()
     # About 20 lines of code beyond the imports, as the README promises.
-    body = [
-        line
-        for line in script.splitlines()
-        if line.strip() and not line.startswith(("import ", "from "))
-    ]
+    code = [line for line in script.splitlines() if line.strip()]
+    body = [line for line in code if not line.startswith(("import ", "from "))]
     assert len(body) <= 25, len(body)
     (tmp_path / "script.py").write_text(script)
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "CUDA_VISIBLE_DEVICES": "",
-    }
-    result = subprocess.run(
-        [sys.executable, "script.py"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
+    env = cli_env(PYTHONPATH=str(ROOT))  # the checkout only, as a user's shell would have it
+    run = dict(cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    result = subprocess.run([sys.executable, "script.py"], **run)
     assert result.returncode == 0, result.stderr[-3000:]
     report = ast.literal_eval(result.stdout.strip().splitlines()[-1])
     assert report["auc"] > 0.95 and 0.0 <= report["eer"] < 0.1, report

@@ -1,8 +1,5 @@
-"""The Omniglot TFDS builder folder, built from its `dummy_data/` through `tfds_local`.
-
-Also runs the folder's own `tfds new`-style builder test (`tfds.testing.DatasetBuilderTestCase`),
-which lives beside its builder and is otherwise outside pytest's `testpaths`.
-"""
+"""The Omniglot TFDS builder folder, built from its `dummy_data/` through `tfds_local`; also
+runs the folder's own `tfds new`-style builder test (outside pytest's `testpaths` otherwise)."""
 
 import importlib
 import importlib.util
@@ -44,10 +41,14 @@ def local_examples(local_builder):
     return {split: list(tfds.as_numpy(local_builder.as_dataset(split=split))) for split in SPLITS}
 
 
-def test_local_split_sizes(local_builder, local_examples):
+def test_local_split_sizes_and_supervised_examples(local_builder, local_examples):
     assert local_builder.name == "omniglot_local"
     assert {s: i.num_examples for s, i in local_builder.info.splits.items()} == SPLITS
     assert {s: len(e) for s, e in local_examples.items()} == SPLITS
+    ds = local_builder.as_dataset(split="evaluation", as_supervised=True)
+    image, label = next(iter(tfds.as_numpy(ds)))
+    assert image.shape == (105, 105, 1)
+    assert label == 964  # Angelic/character01 is character 0965
 
 
 def test_local_fields_come_from_the_path(local_builder, local_examples):
@@ -87,14 +88,7 @@ def test_local_labels_name_one_character_each(local_examples):
     assert len(mappings["background"]) == 3 and len(mappings["evaluation"]) == 2
 
 
-def test_local_as_supervised_gives_image_and_label(local_builder):
-    ds = local_builder.as_dataset(split="evaluation", as_supervised=True)
-    image, label = next(iter(tfds.as_numpy(ds)))
-    assert image.shape == (105, 105, 1)
-    assert label == 964  # Angelic/character01 is character 0965
-
-
-def test_missing_zip_names_the_file_and_the_folder(tmp_path):
+def test_missing_or_corrupt_zip_and_missing_manual_dir_are_named(tmp_path):
     manual = tmp_path / "manual"
     shutil.copytree(LOCAL_DUMMY, manual)
     (manual / "images_evaluation.zip").unlink()
@@ -103,43 +97,31 @@ def test_missing_zip_names_the_file_and_the_folder(tmp_path):
     assert "images_evaluation.zip" in str(caught.value) and str(manual) in str(caught.value)
     assert isinstance(caught.value, FileNotFoundError) and isinstance(caught.value, InputError)
     assert "\n" not in str(caught.value)  # entry points print it as one line
-
-
-def test_corrupt_zip_is_reported(tmp_path):
-    manual = tmp_path / "manual"
-    shutil.copytree(LOCAL_DUMMY, manual)
+    shutil.copy(LOCAL_DUMMY / "images_evaluation.zip", manual)
     (manual / "images_background_small2.zip").write_bytes(b"not a zip")
     with pytest.raises(tfds_local.MissingDataError, match="not a valid zip"):
-        _load("omniglot_local", tmp_path / "data", manual)
-
-
-def test_missing_manual_dir_is_named(tmp_path):
+        _load("omniglot_local", tmp_path / "data2", manual)
     with pytest.raises(tfds_local.MissingDataError, match=re.escape(str(tmp_path / "nowhere"))):
-        _load("omniglot_local", tmp_path / "data", tmp_path / "nowhere")
+        _load("omniglot_local", tmp_path / "data3", tmp_path / "nowhere")
 
 
-def test_unprepared_without_manual_dir_says_what_to_pass(tmp_path):
+def test_manual_dir_is_needed_until_the_dataset_is_prepared(
+    tmp_path, local_builder, local_data_dir
+):
     builder = _load("omniglot_local", tmp_path / "data")
     assert not builder.is_prepared()
     with pytest.raises(InputError, match="manual_dir.*images_background.zip"):
         tfds_local.prepare(builder)
-
-
-def test_prepared_dataset_needs_no_manual_dir(local_builder, local_data_dir):
-    again = _load("omniglot_local", local_data_dir)
+    again = _load("omniglot_local", local_data_dir)  # prepared by local_builder
     assert again.is_prepared()
     assert tfds_local.prepare(again) is again
 
 
-def test_folder_import_is_registered_and_reused():
+def test_folder_import_is_registered_reused_and_its_name_taken(tmp_path):
     cls = tfds_local.import_builder_class(DATASETS / "omniglot_local")
     assert cls is tfds_local.import_builder_class(DATASETS / "omniglot_local")
     assert tfds.builder_cls("omniglot_local") is cls
     assert cls.name != "omniglot" and cls.MANUAL_DOWNLOAD_INSTRUCTIONS
-
-
-def test_other_folder_with_a_taken_name_is_refused(tmp_path):
-    tfds_local.import_builder_class(DATASETS / "omniglot_local")
     clash = tmp_path / "omniglot_local"
     clash.mkdir()
     (clash / "omniglot_local_dataset_builder.py").write_text("")
@@ -171,12 +153,9 @@ def test_malformed_names_are_refused(name):
         tfds_local.load_local_builder(name, search_paths=[DATASETS])
 
 
-def test_names_without_a_folder_come_from_the_catalogue(tmp_path):
+def test_names_without_a_folder_come_from_the_catalogue_or_list_the_folders(tmp_path):
     builder = tfds_local.load_local_builder("mnist", data_dir=tmp_path, search_paths=[DATASETS])
     assert builder.name == "mnist" and not builder.is_prepared()
-
-
-def test_unknown_name_lists_the_folders_searched(tmp_path):
     with pytest.raises(InputError, match=re.escape(str(tmp_path / "no_such_set_xyz"))) as caught:
         tfds_local.load_local_builder("no_such_set_xyz", search_paths=[tmp_path])
     message = str(caught.value)
@@ -230,9 +209,7 @@ def test_the_alphabet_becomes_the_source_group(local_builder, local_data_dir):
     from siamese_tf.data import load_source
 
     source = load_source(
-        "tfds:omniglot_local:background",
-        data_dir=str(local_data_dir),
-        manual_dir=str(LOCAL_DUMMY),
+        "tfds:omniglot_local:background", data_dir=str(local_data_dir), manual_dir=str(LOCAL_DUMMY)
     )
     assert source.groups is not None and len(source.group_names) == 50
     examples = list(tfds.as_numpy(local_builder.as_dataset(split="background")))

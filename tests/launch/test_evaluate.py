@@ -1,7 +1,6 @@
 """`launch.evaluate` and its recipe: protocols on a rebuilt split, plots, projector, bad input."""
 
 import dataclasses
-import io
 import json
 import shutil
 import zipfile
@@ -9,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import run_cli, tiny_config
+from helpers import png_bytes, run_cli, tiny_config
 
 from siamese_tf.data.images import decode_encoded_images
 from siamese_tf.data.one_shot_runs import read_omniglot_runs
@@ -19,23 +18,16 @@ from siamese_tf.inference import embed
 from trainers import eval_protocols, evaluation
 
 TINY = tiny_config()
-
-
 FAST = evaluation.EvalOptions(bootstrap=200, episodes=50, projection="pca")
 
 
-@pytest.fixture(scope="module")
-def run_dir(finished_run):
-    return finished_run
-
-
 @pytest.fixture
-def workdir(run_dir, tmp_path):
+def workdir(finished_run, tmp_path):
     """A private copy of the run (evaluation writes eval/, plots/ and logs/ into it)."""
     copy = tmp_path / "run"
     copy.mkdir()
     for name in ("config.json", "model.keras", "report.json"):
-        shutil.copy(run_dir / name, copy / name)
+        shutil.copy(finished_run / name, copy / name)
     return copy
 
 
@@ -65,7 +57,7 @@ def test_verification_reproduces_the_training_report(workdir):
     assert json.loads((workdir / "eval" / "verification.json").read_text()) == saved
 
 
-def test_oneshot_retrieval_clustering_share_one_embedding(workdir, run_dir):
+def test_oneshot_retrieval_clustering_share_one_embedding(workdir, finished_run):
     options = dataclasses.replace(FAST, ways=(5, 20), shots=(1, 3), plots=False)
     results = evaluation.evaluate(str(workdir), "oneshot,retrieval,clustering", options)
     episodes = results["oneshot"]["episodes"]
@@ -73,7 +65,7 @@ def test_oneshot_retrieval_clustering_share_one_embedding(workdir, run_dir):
     assert 0.2 <= episodes["5way_1shot"]["accuracy"] <= 1.0
     assert episodes["5way_3shot"]["episodes"] == 50
     # Recall@1 in leave-one-out is 1-NN accuracy on the same split: recompute independently.
-    run = evaluation.load_run(str(run_dir))
+    run = evaluation.load_run(str(finished_run))
     data = evaluation.load_split(run, "test")
     emb = embed(run.model, data.images)
     expected = retrieval.nearest_neighbour_accuracy(emb, data.labels, None, None)
@@ -84,15 +76,6 @@ def test_oneshot_retrieval_clustering_share_one_embedding(workdir, run_dir):
     for protocol in ("oneshot", "retrieval", "clustering"):
         assert (workdir / "eval" / f"{protocol}.json").exists()
     assert not (workdir / "plots").exists()
-
-
-def _png(pixels: np.ndarray, one_bit: bool) -> bytes:
-    from PIL import Image
-
-    image = Image.fromarray(pixels)
-    buffer = io.BytesIO()
-    (image.convert("1") if one_bit else image).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _runs_zip(path, num_runs=2, n_way=4):
@@ -108,7 +91,7 @@ def _runs_zip(path, num_runs=2, n_way=4):
                 pixels = np.full((105, 105), 255, np.uint8)
                 y, x = rng.integers(0, 70, 2)
                 pixels[y : y + 35, x : x + 35] = 0
-                png = _png(pixels, one_bit=True)
+                png = png_bytes(pixels > 0)  # a boolean array is saved as a 1-bit image
                 archive.writestr(f"{name}/training/class{k + 1:02d}.png", png)
                 item = f"{name}/test/item{order[k] + 1:02d}.png"
                 archive.writestr(item, png)
@@ -138,12 +121,9 @@ def test_bad_input_raises_input_error(workdir, tmp_path):
         evaluation.evaluate(str(workdir), "accuracy")
     with pytest.raises(InputError, match="runs_zip"):
         evaluation.evaluate(str(workdir), "omniglot_runs")
+    missing_zip = dataclasses.replace(FAST, runs_zip=str(tmp_path / "none.zip"))
     with pytest.raises(InputError, match="not found"):
-        evaluation.evaluate(
-            str(workdir),
-            "omniglot_runs",
-            dataclasses.replace(FAST, runs_zip=str(tmp_path / "none.zip")),
-        )
+        evaluation.evaluate(str(workdir), "omniglot_runs", missing_zip)
     (tmp_path / "bad.zip").write_bytes(b"not a zip")
     with pytest.raises(InputError, match="not a readable zip"):
         read_omniglot_runs(str(tmp_path / "bad.zip"))
@@ -193,8 +173,8 @@ def test_split_all_scores_a_whole_other_dataset(workdir, tmp_path):
         evaluation.evaluate(str(workdir), "oneshot", dataclasses.replace(options, dataset="digits"))
 
 
-def test_uncalibrated_model_refuses_verification(run_dir, workdir):
-    run = evaluation.load_run(str(run_dir))
+def test_uncalibrated_model_refuses_verification(finished_run, workdir):
+    run = evaluation.load_run(str(finished_run))
     run.model.threshold.assign(-1.0)
     run.model.save(workdir / "model.keras")
     with pytest.raises(InputError, match="uncalibrated"):
@@ -205,14 +185,8 @@ def test_uncalibrated_model_refuses_verification(run_dir, workdir):
 
 
 def test_cli_writes_reports_plots_and_projector(workdir):
-    result = run_cli(
-        "evaluate",
-        f"--workdir={workdir}",
-        "--protocol=verification,retrieval",
-        "--projector",
-        "--bootstrap=100",
-        "--projection=pca",
-    )
+    flags = "--protocol=verification,retrieval --projector --bootstrap=100 --projection=pca"
+    result = run_cli("evaluate", f"--workdir={workdir}", *flags.split())
     assert result.returncode == 0, result.stderr[-3000:]
     summaries = [
         json.loads(line.split("summary: ", 1)[1])

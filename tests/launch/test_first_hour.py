@@ -1,15 +1,12 @@
-"""A newcomer's first hour, through the CLI: own small data, help, messages that say the fix.
-
-Each subprocess costs a TensorFlow start (~5 s), so the scenario tests chain several steps of
-one story in one workdir; image folders are tiny generated PNGs.
-"""
+"""A newcomer's first hour, through the CLI: own small data, help, messages that say the fix
+(a subprocess costs a TensorFlow start, so a scenario chains one story's steps in one workdir)."""
 
 import json
 
 import helpers
 import numpy as np
 import pytest
-from helpers import TINY_FLAGS, cli_env
+from helpers import TINY_FLAGS, cli_env, one_error_line
 
 from trainers.config import TrainConfig
 from trainers.field_docs import attribute_docs, undocumented_fields
@@ -43,14 +40,6 @@ def image_folder(root, sizes: dict, loose: int = 0):
     for i in range(loose):
         Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(root / f"{i}.png")
     return root
-
-
-def one_error_line(result) -> str:
-    assert result.returncode == 2, (result.stdout + result.stderr)[-2000:]
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
 
 
 def test_ten_class_folder_split_by_class_first_time(tmp_path):

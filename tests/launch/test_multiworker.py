@@ -1,10 +1,8 @@
-"""Multi-worker training on loopback: identical weights, coordinated preemption, a lost worker.
+"""Multi-worker training on loopback (two workers through `launch.multiworker`): identical
+weights; one saved step when a worker is signalled, an end (no hang) when one is killed, and a
+bit-identical resume either way."""
 
-Two worker processes through `launch.multiworker`; the job must stop together at one saved step
-when any worker is signalled, end (not hang) when a worker is killed outright, and resume to the
-bit-identical weights of an uninterrupted run either way.
-"""
-
+import functools
 import json
 import os
 import pathlib
@@ -24,16 +22,10 @@ from siamese_tf.errors import InputError
 
 # Small but real: 3 epochs × 6 steps on two workers, op determinism on, a backup every step (so a
 # test can wait for any step by polling the workdir).
-ARGS = [
-    "--deterministic",
-    "--epochs=3",
-    "--steps_per_epoch=6",
-    "--save_every_steps=1",
-    "--classes_per_batch=6",
-    "--samples_per_class=4",
-    "--calibration_pairs=50",
-    "--test_pairs=50",
-]
+ARGS = (
+    "--deterministic --epochs=3 --steps_per_epoch=6 --save_every_steps=1 --classes_per_batch=6 "
+    "--samples_per_class=4 --calibration_pairs=50 --test_pairs=50"
+).split()
 TOTAL_STEPS = 18
 
 
@@ -242,24 +234,22 @@ LEADER = (
 )
 
 
+WORKER_1 = "worker 1 (/job:worker/replica:0/task:1)"
+UNAVAILABLE = functools.partial(tf.errors.UnavailableError, None, None)
+
+
 @pytest.mark.parametrize(
     "error, expected",
     [
-        (
-            tf.errors.UnavailableError(None, None, HEARTBEAT),
-            "worker 1 (/job:worker/replica:0/task:1): it stopped sending heartbeats",
-        ),
-        (
-            tf.errors.UnavailableError(None, None, SOCKET),
-            "worker 1 (/job:worker/replica:0/task:1): its connection closed",
-        ),
+        (UNAVAILABLE(HEARTBEAT), f"{WORKER_1}: it stopped sending heartbeats"),
+        (UNAVAILABLE(SOCKET), f"{WORKER_1}: its connection closed"),
         (
             tf.errors.DeadlineExceededError(None, None, LEADER),
             "worker 0 (/job:worker/replica:0/task:0, which runs the coordination service): "
             "it stopped answering",
         ),
         (
-            tf.errors.UnavailableError(None, None, "Connection reset by peer\nmore"),
+            UNAVAILABLE("Connection reset by peer\nmore"),
             "contact with the cluster (UnavailableError: Connection reset by peer)",
         ),
         (tf.errors.InvalidArgumentError(None, None, "Incompatible shapes"), None),

@@ -1,12 +1,11 @@
 """`launch.predict` and its recipe: pairs, gallery matching, clustering of image files."""
 
 import csv
-import io
 import re
 
 import numpy as np
 import pytest
-from helpers import run_cli
+from helpers import png_bytes, run_cli
 
 from siamese_tf.errors import InputError
 from trainers import evaluation, prediction
@@ -21,24 +20,9 @@ def own_lines(stderr: str) -> list:
     return [line for line in stderr.splitlines() if line.strip() and not _TF_NOISE.match(line)]
 
 
-@pytest.fixture(scope="module")
-def run_dir(finished_run):
-    return finished_run
-
-
-@pytest.fixture(scope="module")
-def run(run_dir):
-    return evaluation.load_run(str(run_dir))
-
-
 def _save(path, pixels, fmt="PNG"):
-    from PIL import Image
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.fromarray(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels)
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
-    path.write_bytes(buffer.getvalue())
+    path.write_bytes(png_bytes(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels, fmt))
     return str(path)
 
 
@@ -121,24 +105,20 @@ def test_bad_input_raises_input_error(run, files, tmp_path):
         run.model.threshold.assign(calibrated)
 
 
-def test_cli_pair(run, run_dir, files):
+def test_cli_pair(run, finished_run, files):
     a, b = files["gallery"][0][0], files["gallery"][0][0]
-    result = run_cli("predict", f"--workdir={run_dir}", "--pair", a, b)
+    result = run_cli("predict", f"--workdir={finished_run}", "--pair", a, b)
     assert result.returncode == 0, result.stderr[-3000:]
     verdict, distance, threshold = result.stdout.split()
     assert verdict == "same" and float(distance.split("=")[1]) == pytest.approx(0.0, abs=1e-3)
     assert float(threshold.split("=")[1]) == pytest.approx(run.threshold, abs=1e-6)
 
 
-def test_cli_missing_query_is_one_line_exit_2(run_dir, files, tmp_path):
+def test_cli_missing_query_is_one_line_exit_2(finished_run, files, tmp_path):
     missing = tmp_path / "missing.png"
+    gallery = f"--gallery={files['root'] / 'gallery'}"
     result = run_cli(
-        "predict",
-        f"--workdir={run_dir}",
-        f"--gallery={files['root'] / 'gallery'}",
-        "--query",
-        files["queries"][0],
-        str(missing),
+        "predict", f"--workdir={finished_run}", gallery, "--query", files["queries"][0], missing
     )
     lines = own_lines(result.stderr)
     assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]

@@ -1,11 +1,8 @@
 """`python -m launch.prepare`: writes a prepared store; bad input is one error line and exit 2."""
 
-import io
 import json
 
-import numpy as np
-from helpers import run_cli
-from PIL import Image
+from helpers import run_cli, summary_of, write_flat_pngs
 
 
 def run_prepare(*args, timeout=180):
@@ -13,12 +10,7 @@ def run_prepare(*args, timeout=180):
 
 
 def write_images(root, broken=False):
-    for c in range(3):
-        (root / f"c{c}").mkdir(parents=True)
-        for i in range(4):
-            buffer = io.BytesIO()
-            Image.fromarray(np.full((5, 5), 10 * c + i, np.uint8)).save(buffer, format="PNG")
-            (root / f"c{c}" / f"{i}.png").write_bytes(buffer.getvalue())
+    write_flat_pngs(root, size=5)
     if broken:
         (root / "c1" / "9.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
 
@@ -34,14 +26,14 @@ def test_cli_writes_a_store(tmp_path):
         f"--dataset=folder:{tmp_path / 'img'}", f"--out={tmp_path / 'out'}", "--shard_mb=1"
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    summary = json.loads(result.stdout.split("summary: ", 1)[1].splitlines()[0])
+    summary = summary_of(result.stdout)
     assert summary["examples"] == 12 and summary["classes"] == 3 and summary["shards"] == 1
     assert summary["train_with"] == f"--dataset=prepared:{tmp_path / 'out'}"
     meta = json.loads((tmp_path / "out" / "store.json").read_text())
     assert meta["class_names"] == ["c0", "c1", "c2"] and meta["encoded"]
 
 
-def test_cli_refuses_a_store_as_input_and_a_busy_output(tmp_path):
+def test_cli_refuses_a_store_as_input_a_busy_output_and_no_dataset(tmp_path):
     write_images(tmp_path / "img")
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("not a store")
@@ -49,6 +41,9 @@ def test_cli_refuses_a_store_as_input_and_a_busy_output(tmp_path):
     assert result.returncode == 2 and "is not empty" in error_lines(result.stderr)[0]
     result = run_prepare(f"--dataset=prepared:{tmp_path / 'x'}", f"--out={tmp_path / 'y'}")
     assert result.returncode == 2 and "already prepared" in error_lines(result.stderr)[0]
+    result = run_prepare("--out=/tmp/never_written")
+    assert result.returncode == 2 and "--dataset is required" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_cli_undecodable_image_is_one_line_exit_2_and_no_output(tmp_path):
@@ -60,9 +55,3 @@ def test_cli_undecodable_image_is_one_line_exit_2_and_no_output(tmp_path):
     assert len(lines) == 1 and "cannot decode image" in lines[0] and "c1/9.png" in lines[0]
     assert result.stderr.rstrip().endswith(lines[0])
     assert not (tmp_path / "out").exists()
-
-
-def test_cli_missing_flags_fail_fast():
-    result = run_prepare("--out=/tmp/never_written")
-    assert result.returncode == 2 and "--dataset is required" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1

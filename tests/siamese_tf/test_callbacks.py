@@ -37,6 +37,12 @@ class PointModel(keras.Model):
         return tf.norm(a - b, axis=-1)
 
 
+def point_model():
+    model = PointModel()
+    model.build((None, 1, 1))
+    return model
+
+
 @pytest.fixture(scope="module")
 def calibration_set():
     # Five classes on a line with overlapping spreads: ROC neither perfect nor chance.
@@ -44,8 +50,7 @@ def calibration_set():
     labels = np.repeat(np.arange(5), 20)
     images = (labels * 1.0 + rng.normal(0, 0.6, labels.size)).astype(np.float32)[:, None, None]
     pairs = fixed_pairs(labels, 400, seed=1)
-    model = PointModel()
-    model.build((None, 1, 1))
+    model = point_model()
     flat = images.reshape(-1)
     distances = np.abs(flat[pairs.a] - flat[pairs.b])
     return model, images, pairs, distances
@@ -70,27 +75,12 @@ def test_rule_sets_threshold_and_stable_log_names(calibration_set, rule):
     callback.on_epoch_end(0, logs)
     expected = eval_metrics.calibrate(distances, pairs.same, rule=rule)
     assert float(model.threshold.numpy()) == pytest.approx(expected["threshold"], abs=1e-5)
-    names = {
-        "val_auc",
-        "val_eer",
-        "val_eer_threshold",
-        "val_max_accuracy_threshold",
-        "val_max_accuracy",
-        "val_threshold",
-        "val_accuracy",
-        "val_tar_at_far_0.01",
-        "val_tar_at_far_0.001",
-    }
+    names = "auc eer eer_threshold max_accuracy_threshold max_accuracy threshold accuracy"
+    names = {f"val_{n}" for n in [*names.split(), "tar_at_far_0.01", "tar_at_far_0.001"]}
     assert set(logs) == names | {"loss"}
     for name, value in expected.items():
         assert logs[f"val_{name}"] == pytest.approx(value, abs=1e-5)
     assert 0.6 < logs["val_auc"] < 1.0
-
-
-def test_unknown_rule_is_an_input_error(calibration_set):
-    _, images, pairs, _ = calibration_set
-    with pytest.raises(InputError, match="unknown threshold rule"):
-        ThresholdCalibration(images, pairs, rule="median")
 
 
 def test_every_n_epochs_and_tensorboard_images(calibration_set, tmp_path):
@@ -108,12 +98,8 @@ def test_every_n_epochs_and_tensorboard_images(calibration_set, tmp_path):
     assert logs[2] == {}
     callback.on_train_end()  # The last epoch (2) was skipped: calibrated now.
     events = _events(log_dir)
-    tags = {
-        callbacks_lib.ROC_CURVE_TAG,
-        callbacks_lib.HISTOGRAM_IMAGE_TAG,
-        callbacks_lib.POSITIVE_HISTOGRAM_TAG,
-        callbacks_lib.NEGATIVE_HISTOGRAM_TAG,
-    }
+    names = ("ROC_CURVE", "HISTOGRAM_IMAGE", "POSITIVE_HISTOGRAM", "NEGATIVE_HISTOGRAM")
+    tags = {getattr(callbacks_lib, f"{name}_TAG") for name in names}
     assert tags <= set(events)
     for tag in tags:
         assert [step for step, _ in events[tag]] == [1, 2]
@@ -148,8 +134,7 @@ def test_without_matplotlib_one_warning_and_no_images(
 
 def test_calibrates_inside_fit_and_logs_reach_history(calibration_set):
     _, images, pairs, _ = calibration_set
-    model = PointModel()
-    model.build((None, 1, 1))
+    model = point_model()
     model.compile(optimizer="sgd", loss=lambda y, p: tf.reduce_mean(p) * 0.0)
     callback = ThresholdCalibration(images, pairs)
     history = model.fit(
@@ -161,8 +146,7 @@ def test_calibrates_inside_fit_and_logs_reach_history(calibration_set):
 
 def test_calibrate_final_calibrates_the_weights_as_they_leave_training(calibration_set):
     _, images, pairs, distances = calibration_set
-    model = PointModel()
-    model.build((None, 1, 1))
+    model = point_model()
     model.threshold.assign(0.123)  # e.g. an earlier epoch's threshold, before a best-epoch restore
     figures = ThresholdCalibration(images, pairs).calibrate_final(model)
     expected = eval_metrics.calibrate(distances, pairs.same)["threshold"]
@@ -192,3 +176,5 @@ def test_from_labels_takes_arrays_or_a_source_and_refuses_encoded_images(calibra
         ThresholdCalibration.from_labels(images)
     with pytest.raises(InputError, match="calibration images"):
         ThresholdCalibration(images[:10], pairs)  # The pairs index rows up to 99.
+    with pytest.raises(InputError, match="unknown threshold rule"):
+        ThresholdCalibration(images, pairs, rule="median")

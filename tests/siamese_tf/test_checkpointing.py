@@ -39,17 +39,9 @@ def dataset_with_nan_at(bad_step):
 def test_nan_loss_stops_before_a_bad_checkpoint(tmp_path):
     model = make_model()
     state = TrainingState(model, str(tmp_path))
+    kwargs = dict(steps_per_epoch=5, total_steps=20, callbacks=[], save_every_steps=2, verbose=0)
     with pytest.raises(NonFiniteLossError, match="non-finite loss at step 7"):
-        fit_resumable(
-            model,
-            state,
-            dataset_with_nan_at(6),
-            steps_per_epoch=5,
-            total_steps=20,
-            callbacks=[],
-            save_every_steps=2,
-            verbose=0,
-        )
+        fit_resumable(model, state, dataset_with_nan_at(6), **kwargs)
     # Backups at steps 2, 4, 5 (epoch end) and 6; the NaN batch is the 7th: nothing after it.
     assert state.backup.latest_checkpoint.endswith("step-6")
     fresh = make_model()
@@ -75,25 +67,11 @@ def test_a_resumed_progress_bar_numbers_epochs_over_the_whole_run(tmp_path, caps
     # Stopped at step 7 of 3 × 5: the resumed run finishes epoch 2 in a `fit` of its own, which
     # Keras alone would show as "Epoch 2/2".
     kwargs = dict(steps_per_epoch=5, callbacks=[], save_every_steps=1)
-    model = make_model()
-    fit_resumable(
-        model,
-        TrainingState(model, str(tmp_path)),
-        dataset_with_nan_at(-1),
-        total_steps=7,
-        verbose=0,
-        **kwargs,
-    )
-    capsys.readouterr()
-    model = make_model()
-    fit_resumable(
-        model,
-        TrainingState(model, str(tmp_path)),
-        dataset_with_nan_at(-1),
-        total_steps=15,
-        verbose=1,
-        **kwargs,
-    )
+    for total_steps, verbose in ((7, 0), (15, 1)):  # stopped, then resumed with a progress bar
+        capsys.readouterr()
+        model = make_model()
+        state, data = TrainingState(model, str(tmp_path)), dataset_with_nan_at(-1)
+        fit_resumable(model, state, data, total_steps=total_steps, verbose=verbose, **kwargs)
     out = capsys.readouterr().out
     assert re.findall(r"Epoch (\d+)/(\d+)", out) == [("2", "3"), ("3", "3")]
     assert "2/2" not in out and "5/5" in out  # the resumed epoch's bar ends at 5 of 5 steps

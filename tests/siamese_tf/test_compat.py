@@ -16,13 +16,10 @@ from siamese_tf import compat
 from siamese_tf.checkpointing import CoordinatedStop, PreemptionSignal, TrainingState
 
 
-def test_private_names_still_exist():
+def test_private_tensorflow_and_keras_names_still_exist():
     handler_cls = tf.distribute.experimental.PreemptionCheckpointHandler
-    for name in (
-        "_stop_cluster_wise_termination_watcher_thread",
-        "_stop_poll_termination_signal_thread",
-    ):
-        assert callable(getattr(handler_cls, name)), name
+    for name in ("cluster_wise_termination_watcher", "poll_termination_signal"):
+        assert callable(getattr(handler_cls, f"_stop_{name}_thread")), name
     assert {p.name for p in compat._DECLINED_PLATFORMS} == {"GCE_TPU", "GCE_CPU"}
     assert "_platform_device" in inspect.getsource(handler_cls.__init__)
     source = inspect.getsource(failure_handling)
@@ -31,6 +28,18 @@ def test_private_names_still_exist():
     assert callable(context.context().check_collective_ops_peer_health)
     assert callable(deprecation.silence)
     assert failure_handling_util.detect_platform() not in compat._DECLINED_PLATFORMS
+    # compat.symbolic_build / compat.BuildOnce call and override these.
+    build = inspect.signature(keras.Model._symbolic_build).parameters
+    maybe = inspect.signature(keras.Model._maybe_symbolic_build).parameters
+    assert {"iterator", "data_batch"} <= set(build) and {"iterator", "data_batch"} <= set(maybe)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    assert model._compile_loss is not None and not model._compile_loss.built
+    assert model.layers[0] in list(model._flatten_layers())
+
+
+def _handler_threads():
+    return [t for t in threading.enumerate() if t.name.startswith(compat.HANDLER_THREAD_PREFIXES)]
 
 
 def _tiny_state(tmp_path):
@@ -53,30 +62,15 @@ def test_the_handler_saves_through_our_backup_and_stops_its_threads(tmp_path):
         assert time.monotonic() < deadline, "the handler never saved"
         time.sleep(0.05)
     assert state.backup.latest_checkpoint.endswith("step-0")
-    assert not [
-        t for t in threading.enumerate() if t.name.startswith(compat.HANDLER_THREAD_PREFIXES)
-    ]
+    assert not _handler_threads()
     stop.close()
 
 
 def test_stop_preemption_handler_ends_its_threads(tmp_path):
     stop = CoordinatedStop(None, _tiny_state(tmp_path), PreemptionSignal(signals=()))
-    assert [t for t in threading.enumerate() if t.name.startswith(compat.HANDLER_THREAD_PREFIXES)]
+    assert _handler_threads()
     stop.close()
-    assert not [
-        t for t in threading.enumerate() if t.name.startswith(compat.HANDLER_THREAD_PREFIXES)
-    ]
-
-
-def test_keras_private_build_names_still_exist():
-    # compat.symbolic_build / compat.BuildOnce call and override these.
-    build = inspect.signature(keras.Model._symbolic_build).parameters
-    maybe = inspect.signature(keras.Model._maybe_symbolic_build).parameters
-    assert {"iterator", "data_batch"} <= set(build) and {"iterator", "data_batch"} <= set(maybe)
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    model.compile(optimizer="sgd", loss="mse")
-    assert model._compile_loss is not None and not model._compile_loss.built
-    assert model.layers[0] in list(model._flatten_layers())
+    assert not _handler_threads()
 
 
 def test_fit_skips_keras_build_step_once_the_model_is_prebuilt(monkeypatch):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tfa_reference as tfa
+from helpers import value_and_grad
 
 from siamese_tf import distances, heads
 from siamese_tf.distances import pair_distances, pairwise_distances
@@ -28,7 +29,7 @@ def _np_distances(a, b, metric):
 
 
 @pytest.mark.parametrize("metric", METRICS)
-def test_pairwise_distances_values(metric):
+def test_pairwise_and_pair_distances_values(metric):
     x = np.random.default_rng(0).normal(size=(9, 5)).astype(np.float32)
     d = pairwise_distances(x, metric)
     assert d.dtype == tf.float32 and d.shape == (9, 9)
@@ -37,6 +38,8 @@ def test_pairwise_distances_values(metric):
     rows = pairwise_distances(x, metric, anchor_indices=[7, 2])
     np.testing.assert_allclose(rows, d.numpy()[[7, 2]], atol=1e-6)
     assert rows.numpy()[0, 7] == 0.0 and rows.numpy()[1, 2] == 0.0
+    a, b = np.random.default_rng(3).normal(size=(2, 7, 5)).astype(np.float32)
+    np.testing.assert_allclose(pair_distances(a, b, metric), _np_distances(a, b, metric), atol=1e-5)
 
 
 @pytest.mark.parametrize("metric", ["L2", "squared-L2"])
@@ -47,7 +50,7 @@ def test_pairwise_distances_equal_tfa(metric):
 
 
 @pytest.mark.parametrize("metric", METRICS)
-def test_gradients_finite_for_duplicates_and_identical_inputs(metric):
+def test_gradients_finite_for_duplicates_identical_inputs_and_zeros(metric):
     base = np.random.default_rng(2).normal(size=(3, 4)).astype(np.float32)
     x = tf.constant(np.concatenate([base, base, base[:1]]))
     with tf.GradientTape(persistent=True) as tape:
@@ -60,24 +63,12 @@ def test_gradients_finite_for_duplicates_and_identical_inputs(metric):
     atol = 1e-6 if metric == "angular" else 0.0
     np.testing.assert_allclose(pair_distances(x, x, metric), 0.0, atol=atol)
     np.testing.assert_allclose(tape.gradient(same, x), 0.0, atol=atol)
-
-
-def test_zero_embeddings_have_finite_gradients():
-    x = tf.zeros([4, 3])
-    for metric in METRICS:
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            total = tf.reduce_sum(pairwise_distances(x, metric)) + tf.reduce_sum(
-                pair_distances(x, x[::-1], metric)
-            )
-        assert np.all(np.isfinite(tape.gradient(total, x)))
-
-
-@pytest.mark.parametrize("metric", METRICS)
-def test_pair_distances_values(metric):
-    rng = np.random.default_rng(3)
-    a, b = rng.normal(size=(2, 7, 5)).astype(np.float32)
-    np.testing.assert_allclose(pair_distances(a, b, metric), _np_distances(a, b, metric), atol=1e-5)
+    # All-zero embeddings too.
+    total = lambda x: (
+        tf.reduce_sum(pairwise_distances(x, metric))
+        + tf.reduce_sum(pair_distances(x, x[::-1], metric))
+    )
+    assert np.all(np.isfinite(value_and_grad(total, tf.zeros([4, 3]))[1]))
 
 
 @pytest.mark.parametrize("dtype", [tf.float16, tf.bfloat16])
@@ -132,15 +123,11 @@ def test_a_model_saved_with_the_old_normalisation_layer_still_loads(tmp_path):
     with zipfile.ZipFile(path) as archive:
         files = {name: archive.read(name) for name in archive.namelist()}
     config = json.loads(files["config.json"])
-    [layer] = [
-        layer
-        for layer in config["config"]["encoder"]["config"]["layers"]
-        if layer["name"] == "l2_normalize"
-    ]
+    layers = config["config"]["encoder"]["config"]["layers"]
+    [layer] = [layer for layer in layers if layer["name"] == "l2_normalize"]
+    name = "L2Normalization"
     layer.update(
-        module="siamese_tf.distances",
-        class_name="L2Normalization",
-        registered_name="siamese_tf>L2Normalization",
+        module="siamese_tf.distances", class_name=name, registered_name=f"siamese_tf>{name}"
     )
     layer["config"]["epsilon"] = 1e-12
     files["config.json"] = json.dumps(config).encode()
@@ -214,7 +201,7 @@ def test_layers_compute_in_float32_under_mixed_precision():
 def test_gradient_matches_autodiff_of_plain_formula(metric, entries):
     # Dense upstream weights take the matmul backward, a few non-zero ones the per-pair one.
     rng = np.random.default_rng(9)
-    x = tf.constant(rng.normal(size=(10, 4)).astype(np.float32))
+    x = rng.normal(size=(10, 4)).astype(np.float32)
     weights = rng.normal(size=(10, 10)).astype(np.float32)
     if entries == "sparse":  # 6 entries (one on the diagonal): 6 * D <= 10 * 10
         mask = np.zeros((10, 10), bool)
@@ -227,18 +214,13 @@ def test_gradient_matches_autodiff_of_plain_formula(metric, entries):
             return (1.0 - tf.matmul(n, n, transpose_b=True)) * (1.0 - tf.eye(10))
         return tfa.pairwise_distance(e, squared=metric == "squared-L2")
 
-    grads = []
-    for fn in (lambda e: pairwise_distances(e, metric), plain):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            total = tf.reduce_sum(fn(x) * weights)
-        grads.append(tape.gradient(total, x).numpy())
+    ours = lambda e: tf.reduce_sum(pairwise_distances(e, metric) * weights)
+    grads = [value_and_grad(f, x)[1] for f in (ours, lambda e: tf.reduce_sum(plain(e) * weights))]
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-4, atol=1e-5)
     rows = [3, 8]
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        total = tf.reduce_sum(pairwise_distances(x, metric, anchor_indices=rows) * weights[rows])
-    with tf.GradientTape() as tape2:
-        tape2.watch(x)
-        expected = tf.reduce_sum(tf.gather(plain(x), rows) * weights[rows])
-    np.testing.assert_allclose(tape.gradient(total, x), tape2.gradient(expected, x), atol=1e-5)
+    ours = lambda e: tf.reduce_sum(
+        pairwise_distances(e, metric, anchor_indices=rows) * weights[rows]
+    )
+    plain_rows = lambda e: tf.reduce_sum(tf.gather(plain(e), rows) * weights[rows])
+    grads = [value_and_grad(f, x)[1] for f in (ours, plain_rows)]
+    np.testing.assert_allclose(grads[0], grads[1], atol=1e-5)

@@ -13,45 +13,39 @@ IMAGES = np.arange(LABELS.size, dtype=np.int64)  # an image is its row number
 K = 3
 
 
-@pytest.fixture
-def strategy(two_cpus):
-    return two_cpus
+def make_from(*data, seed=5):
+    """The per-replica P×K pipeline `distribute_pk_dataset` takes, over arrays or a source."""
+
+    def make(classes_per_replica, stream, start_element):
+        kwargs = dict(samples_per_class=K, seed=seed, stream=stream, start_step=start_element)
+        return pk_batches(*data, classes_per_batch=classes_per_replica, **kwargs)
+
+    return make
 
 
-def make_arrays(classes_per_replica, stream, start_element):
-    return pk_batches(
-        IMAGES,
-        LABELS,
-        classes_per_batch=classes_per_replica,
-        samples_per_class=K,
-        seed=5,
-        stream=stream,
-        start_step=start_element,
-    )
+make_arrays = make_from(IMAGES, LABELS)
 
 
 def global_steps(strategy, dataset, n):
     """[(replica 0 (images, labels), replica 1 (images, labels))] for n global steps."""
-    iterator = iter(dataset)
-    steps = []
+    iterator, steps = iter(dataset), []
     for _ in range(n):
-        images, labels = next(iterator)
-        steps.append(
-            tuple(
-                (x.numpy(), y.numpy())
-                for x, y in zip(
-                    strategy.experimental_local_results(images),
-                    strategy.experimental_local_results(labels),
-                    strict=True,
-                )
-            )
-        )
+        images, labels = (strategy.experimental_local_results(t) for t in next(iterator))
+        steps.append(tuple((x.numpy(), y.numpy()) for x, y in zip(images, labels, strict=True)))
     return steps
 
 
-def test_each_replica_gets_whole_pk_groups_and_different_batches(strategy):
+def assert_same_steps(steps_a, steps_b, labels=True):
+    for a, b in zip(steps_a, steps_b, strict=True):
+        for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+            np.testing.assert_array_equal(xa, xb)
+            if labels:
+                np.testing.assert_array_equal(ya, yb)
+
+
+def test_each_replica_gets_whole_pk_groups_and_different_batches(two_cpus):
     p = 4
-    steps = global_steps(strategy, distribute_pk_dataset(strategy, make_arrays, p), 6)
+    steps = global_steps(two_cpus, distribute_pk_dataset(two_cpus, make_arrays, p), 6)
     for replicas in steps:
         assert len(replicas) == 2
         for images, labels in replicas:
@@ -62,18 +56,15 @@ def test_each_replica_gets_whole_pk_groups_and_different_batches(strategy):
         assert not np.array_equal(replicas[0][0], replicas[1][0])
 
 
-def test_resume_from_step_s_replays_the_same_batches(strategy):
-    full = global_steps(strategy, distribute_pk_dataset(strategy, make_arrays, 4), 5)
+def test_resume_from_step_s_replays_the_same_batches(two_cpus):
+    full = global_steps(two_cpus, distribute_pk_dataset(two_cpus, make_arrays, 4), 5)
     resumed = global_steps(
-        strategy, distribute_pk_dataset(strategy, make_arrays, 4, start_step=3), 2
+        two_cpus, distribute_pk_dataset(two_cpus, make_arrays, 4, start_step=3), 2
     )
-    for a, b in zip(full[3:], resumed, strict=True):
-        for (xa, ya), (xb, yb) in zip(a, b, strict=True):
-            np.testing.assert_array_equal(xa, xb)
-            np.testing.assert_array_equal(ya, yb)
+    assert_same_steps(full[3:], resumed)
 
 
-def test_prepared_store_distributes_the_same_way(strategy, tmp_path):
+def test_prepared_store_distributes_the_same_way(two_cpus, tmp_path):
     """Per-replica pipelines read from a prepared store give the in-memory batches exactly."""
     images = np.zeros((LABELS.size, 2, 2, 1), np.uint8)
     images[:, 0, 0, 0] = np.arange(LABELS.size)
@@ -82,34 +73,13 @@ def test_prepared_store_distributes_the_same_way(strategy, tmp_path):
     store = load_source(f"prepared:{tmp_path / 'store'}")
     assert not store.in_memory
 
-    def make_from(source):
-        def make(classes_per_replica, stream, start_element):
-            return pk_batches(
-                source,
-                classes_per_batch=classes_per_replica,
-                samples_per_class=K,
-                seed=2,
-                stream=stream,
-                start_step=start_element,
-            )
+    def steps(source, n, start_step=0):
+        dataset = distribute_pk_dataset(two_cpus, make_from(source, seed=2), 4, start_step)
+        return global_steps(two_cpus, dataset, n)
 
-        return make
-
-    from_store = global_steps(strategy, distribute_pk_dataset(strategy, make_from(store), 4), 3)
-    in_memory = load_source(f"npz:{tmp_path / 'rows.npz'}")
-    from_memory = global_steps(
-        strategy, distribute_pk_dataset(strategy, make_from(in_memory), 4), 3
-    )
-    resumed = global_steps(
-        strategy, distribute_pk_dataset(strategy, make_from(store), 4, start_step=1), 2
-    )
-    for a, b in zip(from_store, from_memory, strict=True):
-        for (xa, ya), (xb, yb) in zip(a, b, strict=True):
-            np.testing.assert_array_equal(xa, xb)
-            np.testing.assert_array_equal(ya, yb)
-    for a, b in zip(from_store[1:], resumed, strict=True):
-        for (xa, _), (xb, _) in zip(a, b, strict=True):
-            np.testing.assert_array_equal(xa, xb)
+    from_store = steps(store, 3)
+    assert_same_steps(from_store, steps(load_source(f"npz:{tmp_path / 'rows.npz'}"), 3))
+    assert_same_steps(from_store[1:], steps(store, 2, start_step=1), labels=False)
     for replicas in from_store:
         for x, y in replicas:
             np.testing.assert_array_equal(LABELS[x[:, 0, 0, 0]], y)
@@ -117,6 +87,6 @@ def test_prepared_store_distributes_the_same_way(strategy, tmp_path):
         assert not np.array_equal(replicas[0][0], replicas[1][0])
 
 
-def test_global_p_not_divisible_by_replicas_names_the_numbers(strategy):
+def test_global_p_not_divisible_by_replicas_names_the_numbers(two_cpus):
     with pytest.raises(InputError, match=r"classes_per_batch=5 .* 2 replicas"):
-        distribute_pk_dataset(strategy, make_arrays, 5)
+        distribute_pk_dataset(two_cpus, make_arrays, 5)

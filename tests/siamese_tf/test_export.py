@@ -9,12 +9,11 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import cli_env, run_cli
+from helpers import cli_env, run_cli, summary_of
 from tensorflow.core.protobuf import saved_model_pb2
 
 from siamese_tf.errors import InputError
 from siamese_tf.export import export_saved_model
-from trainers import evaluation
 
 # Runs in a process that cannot import siamese_tf: `-I` drops PYTHONPATH, the user site and the
 # script's folder from sys.path, and the cwd is outside the repository.
@@ -22,9 +21,7 @@ LOAD_AND_SERVE = """
 import importlib.abc, json, sys
 
 
-class NoSiameseTf(importlib.abc.MetaPathFinder):
-    # A serving machine without siamese_tf: CI installs the package into site-packages, so
-    # leaving the repository is not enough; refuse the import outright.
+class NoSiameseTf(importlib.abc.MetaPathFinder):  # CI installs the package: refuse the import
     def find_spec(self, name, path=None, target=None):
         if name == "siamese_tf" or name.startswith("siamese_tf."):
             raise ModuleNotFoundError(f"No module named {name!r}")
@@ -59,26 +56,16 @@ print("RESULT " + json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
-def run_dir(finished_run):
-    return finished_run
-
-
-@pytest.fixture(scope="module")
-def run(run_dir):
-    return evaluation.load_run(str(run_dir))
-
-
 def _images(seed, shape):
     return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
 
 
-def test_cli_export_serves_without_siamese_tf(run, run_dir, tmp_path):
+def test_cli_export_serves_without_siamese_tf(run, finished_run, tmp_path):
     out = tmp_path / "served"
     env = cli_env()
-    result = run_cli("export", f"--workdir={run_dir}", f"--out={out}", env=env)
+    result = run_cli("export", f"--workdir={finished_run}", f"--out={out}", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads(result.stdout.split("summary: ", 1)[1].splitlines()[0])
+    summary = summary_of(result.stdout)
     assert summary["signatures"] == ["embed", "verify"]
     assert summary["threshold"] == pytest.approx(run.threshold)
 
@@ -89,14 +76,9 @@ def test_cli_export_serves_without_siamese_tf(run, run_dir, tmp_path):
     isolated = tmp_path / "elsewhere"
     isolated.mkdir()
     clean_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
-    served = subprocess.run(
-        [sys.executable, "-I", "-c", LOAD_AND_SERVE, str(out), str(tmp_path / "inputs.npz")],
-        cwd=isolated,
-        env=clean_env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    command = [sys.executable, "-I", "-c", LOAD_AND_SERVE, str(out), str(tmp_path / "inputs.npz")]
+    options = dict(cwd=isolated, env=clean_env, capture_output=True, text=True, timeout=240)
+    served = subprocess.run(command, **options)
     assert served.returncode == 0, served.stderr[-3000:]
     got = json.loads(served.stdout.split("RESULT ", 1)[1])
     assert not got["siamese_tf_importable"] and not got["siamese_tf_loaded"]
@@ -143,12 +125,6 @@ def test_export_refuses_uncalibrated_and_existing_output(run, tmp_path):
         (tmp_path / "full" / "saved_model.pb").read_bytes()
     )
     root = graph.meta_graphs[0].object_graph_def.nodes[0]
-    assert {child.local_name for child in root.children} == {
-        "model_variables",
-        "threshold",
-        "image_shape",
-        "embed",
-        "verify",
-        "signatures",
-    }
+    names = {child.local_name for child in root.children}
+    assert names == {"model_variables", "threshold", "image_shape", "embed", "verify", "signatures"}
     shutil.rmtree(tmp_path / "full")

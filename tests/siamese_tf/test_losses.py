@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tfa_reference as tfa
+from helpers import check_anchor_halves, value_and_grad
+from helpers import unit_rows as _unit
 
 from siamese_tf import losses, mining
 from siamese_tf.distances import pairwise_distances
@@ -37,11 +39,6 @@ METRIC_PATHS = [
     ("L2", "buckets"),
     ("angular", "buckets"),
 ]
-
-
-def _unit(rng, batch, dim=8, dtype=np.float32):
-    x = rng.normal(size=(batch, dim))
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(dtype)
 
 
 def _batches():
@@ -101,28 +98,15 @@ def test_hard_matches_tfa_without_positive_pair():
     np.testing.assert_allclose(ours, tfa.triplet_hard_loss(labels, emb), rtol=TOL, atol=TOL)
 
 
-@pytest.mark.parametrize("margin", [0.2, 1.0])
-def test_semihard_gradient_matches_tfa(mining_path, margin):
-    rng = np.random.default_rng(3)
-    labels, emb = np.repeat(np.arange(5), 4), tf.constant(_unit(rng, 20))
-    grads = []
-    for fn in (losses.triplet_semihard_loss, tfa.triplet_semihard_loss):
-        with tf.GradientTape() as tape:
-            tape.watch(emb)
-            value = fn(labels, emb, margin=margin)
-        grads.append(tape.gradient(value, emb).numpy())
-    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-4, atol=1e-5)
-
-
-def test_hard_gradient_matches_tfa():
-    rng = np.random.default_rng(4)
-    labels, emb = rng.integers(0, 4, 16), tf.constant(_unit(rng, 16))
-    grads = []
-    for fn in (losses.triplet_hard_loss, tfa.triplet_hard_loss):
-        with tf.GradientTape() as tape:
-            tape.watch(emb)
-            value = fn(labels, emb, margin=1.0)
-        grads.append(tape.gradient(value, emb).numpy())
+@pytest.mark.parametrize("loss,margin", [("semihard", 0.2), ("semihard", 1.0), ("hard", 1.0)])
+def test_gradient_matches_tfa(mining_path, loss, margin):
+    rng = np.random.default_rng(3 if loss == "semihard" else 4)
+    if loss == "semihard":
+        labels, emb = np.repeat(np.arange(5), 4), _unit(rng, 20)
+    else:
+        labels, emb = rng.integers(0, 4, 16), _unit(rng, 16)
+    fns = [getattr(module, f"triplet_{loss}_loss") for module in (losses, tfa)]
+    grads = [value_and_grad(lambda e, f=f: f(labels, e, margin=margin), emb)[1] for f in fns]
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-4, atol=1e-5)
 
 
@@ -171,13 +155,9 @@ def test_hard_and_batch_all_hand_computed(mining_path):
 # --- brute force references for what TFA does not have ---------------------------------------
 
 
-def _np_pdist(emb, metric):
-    return pairwise_distances(emb, metric).numpy().astype(np.float64)
-
-
 def _brute_batch_all(labels, emb, margin, soft, metric):
     """Every triplet enumerated as a [B, B, B] array: (loss, active fraction)."""
-    d = _np_pdist(emb, metric)
+    d = pairwise_distances(emb, metric).numpy().astype(np.float64)
     labels = np.reshape(labels, [-1])
     same = labels[:, None] == labels[None, :]
     positive = same & ~np.eye(len(labels), dtype=bool)
@@ -208,8 +188,7 @@ def test_batch_all_matches_brute_force(monkeypatch, metric, path, name, labels, 
 @pytest.mark.parametrize("soft", [False, True])
 def test_batch_all_gradient_matches_dense_formulation(mining_path, soft):
     rng = np.random.default_rng(5)
-    labels = rng.integers(0, 3, 14)
-    emb = tf.constant(_unit(rng, 14))
+    labels, emb = rng.integers(0, 3, 14), _unit(rng, 14)
 
     def dense(emb):  # O(B³) formulation, differentiated by TensorFlow
         d = pairwise_distances(emb)
@@ -223,12 +202,8 @@ def test_batch_all_gradient_matches_dense_formulation(mining_path, soft):
         act = mask * tf.cast(x + 0.3 > 0, tf.float32)
         return tf.reduce_sum(act * (x + 0.3)) / tf.reduce_sum(act)
 
-    grads = []
-    for fn in (lambda e: losses.triplet_batch_all_loss(labels, e, 0.3, soft), dense):
-        with tf.GradientTape() as tape:
-            tape.watch(emb)
-            value = fn(emb)
-        grads.append((value.numpy(), tape.gradient(value, emb).numpy()))
+    ours = lambda e: losses.triplet_batch_all_loss(labels, e, 0.3, soft)
+    grads = [value_and_grad(fn, emb) for fn in (ours, dense)]
     np.testing.assert_allclose(grads[0][0], grads[1][0], rtol=TOL)
     np.testing.assert_allclose(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-6)
 
@@ -290,14 +265,6 @@ def test_mask_level_mining_api_matches_brute_force(mining_path):
 # --- degenerate batches: defined value, zero gradient, never NaN -------------------------------
 
 
-def _value_and_grad(fn, emb):
-    emb = tf.constant(emb)
-    with tf.GradientTape() as tape:
-        tape.watch(emb)
-        value = fn(emb)
-    return value.numpy(), tape.gradient(value, emb).numpy()
-
-
 ALL_LOSSES = {
     "semihard": lambda y, e, m: losses.triplet_semihard_loss(y, e, distance_metric=m),
     "hard": lambda y, e, m: losses.triplet_hard_loss(y, e, distance_metric=m),
@@ -309,33 +276,22 @@ ALL_LOSSES = {
 }
 
 
+@pytest.mark.parametrize("missing", ["positive", "negative"])
 @pytest.mark.parametrize("metric,path", METRIC_PATHS)
 @pytest.mark.parametrize("loss_name", list(ALL_LOSSES))
-def test_no_positive_pair(monkeypatch, loss_name, metric, path):
+def test_no_positive_pair_or_no_negative(monkeypatch, loss_name, metric, path, missing):
     _use_path(monkeypatch, path)
-    rng = np.random.default_rng(8)
-    labels, emb = np.arange(6), _unit(rng, 6)
-    value, grad = _value_and_grad(lambda e: ALL_LOSSES[loss_name](labels, e, metric), emb)
+    if missing == "positive":
+        labels, emb = np.arange(6), _unit(np.random.default_rng(8), 6)
+    else:
+        labels, emb = np.full(7, 3), _unit(np.random.default_rng(9), 7)
+    value, grad = value_and_grad(lambda e: ALL_LOSSES[loss_name](labels, e, metric), emb)
     assert np.isfinite(value)
     np.testing.assert_array_equal(grad, 0.0)
-    if loss_name.startswith("semihard"):
-        assert np.isnan(tfa.triplet_semihard_loss(labels, emb, distance_metric=metric).numpy())
-        assert value == 0.0
-    if loss_name.startswith("batch_all"):
-        assert value == 0.0
-
-
-@pytest.mark.parametrize("metric,path", METRIC_PATHS)
-@pytest.mark.parametrize("loss_name", list(ALL_LOSSES))
-def test_no_negative(monkeypatch, loss_name, metric, path):
-    _use_path(monkeypatch, path)
-    rng = np.random.default_rng(9)
-    labels, emb = np.full(7, 3), _unit(rng, 7)
-    value, grad = _value_and_grad(lambda e: ALL_LOSSES[loss_name](labels, e, metric), emb)
-    assert np.isfinite(value)
-    np.testing.assert_array_equal(grad, 0.0)
-    if loss_name == "semihard":  # TFA is finite here: same value
-        ref = tfa.triplet_semihard_loss(labels, emb, distance_metric=metric)
+    ref = tfa.triplet_semihard_loss(labels, emb, distance_metric=metric).numpy()
+    if loss_name == "semihard" and missing == "positive":  # TFA is NaN here, ours 0
+        assert np.isnan(ref) and value == 0.0
+    elif loss_name == "semihard":  # TFA is finite here: same value
         np.testing.assert_allclose(value, ref, rtol=TOL, atol=TOL)
     if loss_name.startswith("batch_all"):
         assert value == 0.0
@@ -344,7 +300,7 @@ def test_no_negative(monkeypatch, loss_name, metric, path):
 @pytest.mark.parametrize("loss_name", list(ALL_LOSSES))
 def test_single_example_and_empty_batches(loss_name):
     for labels, emb in (([4], np.ones((1, 3), np.float32)), ([], np.zeros((0, 3), np.float32))):
-        value, grad = _value_and_grad(lambda e, y=labels: ALL_LOSSES[loss_name](y, e, "L2"), emb)
+        value, grad = value_and_grad(lambda e, y=labels: ALL_LOSSES[loss_name](y, e, "L2"), emb)
         assert np.isfinite(value) and np.all(grad == 0.0)
 
 
@@ -356,7 +312,7 @@ def test_finite_gradients_with_duplicate_embeddings(monkeypatch, loss_name, metr
     base = _unit(rng, 4)
     emb = np.concatenate([base, base, base[:2]])  # random-valued exact duplicates
     labels = np.array([0, 0, 1, 1, 0, 1, 1, 2, 0, 0])
-    value, grad = _value_and_grad(lambda e: ALL_LOSSES[loss_name](labels, e, metric), emb)
+    value, grad = value_and_grad(lambda e: ALL_LOSSES[loss_name](labels, e, metric), emb)
     assert np.isfinite(value) and np.all(np.isfinite(grad))
 
 
@@ -404,17 +360,7 @@ def test_anchor_halves_reproduce_full_batch(mining_path, name):
     rng = np.random.default_rng(13)
     labels = np.repeat(np.arange(5), 4)[rng.permutation(20)]
     emb = tf.constant(_unit(rng, 20))
-    fn = TERMS[name]
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(emb)
-        full_sum, full_count = fn(labels, emb, None)
-        full = full_sum / full_count
-        halves = [fn(labels, emb, tf.range(lo, lo + 10)) for lo in (0, 10)]
-        combined = (halves[0][0] + halves[1][0]) / (halves[0][1] + halves[1][1])
-    np.testing.assert_allclose(combined, full, rtol=TOL)
-    np.testing.assert_allclose(
-        tape.gradient(combined, emb), tape.gradient(full, emb), rtol=1e-4, atol=1e-6
-    )
+    check_anchor_halves(lambda e, idx: TERMS[name](labels, e, idx), emb)
     stats_full = mining.batch_statistics_terms(labels, pairwise_distances(emb), 0.5)
     parts = [
         mining.batch_statistics_terms(

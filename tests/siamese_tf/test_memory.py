@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import fit_on_two_replicas
 
 import siamese_tf  # noqa: F401  (registers the serializable classes)
 from siamese_tf import losses
@@ -56,36 +57,18 @@ def test_a_step_scores_the_batch_against_the_memory_then_enqueues_it():
     # Empty memory: the plain loss.
     emb_first = model(first[0]).numpy()
     logs = model.train_on_batch(*first, return_dict=True)
-    np.testing.assert_allclose(
-        logs["loss"], plain.train_on_batch(*first, return_dict=True)["loss"], rtol=1e-6
-    )
+    plain_logs = plain.train_on_batch(*first, return_dict=True)
+    np.testing.assert_allclose(logs["loss"], plain_logs["loss"], rtol=1e-6)
     stored, stored_labels = (t.numpy() for t in model.memory.read())
     np.testing.assert_allclose(stored, emb_first, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(stored_labels, first[1])
     # Second step: anchors of the batch against [batch; memory] (no gradient into the memory).
     emb_second = model(second[0])
-    expected = losses.multi_similarity_loss(
-        np.concatenate([second[1], first[1]]),
-        tf.concat([emb_second, stored], axis=0),
-        anchor_indices=tf.range(12),
-    )
+    labels, embeddings = np.concatenate([second[1], first[1]]), tf.concat([emb_second, stored], 0)
+    expected = losses.multi_similarity_loss(labels, embeddings, anchor_indices=tf.range(12))
     logs = model.train_on_batch(*second, return_dict=True)
     np.testing.assert_allclose(logs["loss"], expected.numpy(), rtol=1e-5)
     assert int(model.memory.count.numpy()) == 24
-
-
-def _distributed_fit(strategy, model, batches):
-    def dataset_fn(context):
-        images = np.stack([b[0].reshape(2, -1, *SHAPE) for b in batches]).reshape(-1, 6, *SHAPE)
-        labels = np.stack([b[1].reshape(2, -1) for b in batches]).reshape(-1, 6)
-        return tf.data.Dataset.from_tensor_slices((images, labels))
-
-    return model.fit(
-        strategy.distribute_datasets_from_function(dataset_fn),
-        epochs=1,
-        steps_per_epoch=len(batches),
-        verbose=0,
-    )
 
 
 def _replica_values(variable):
@@ -103,7 +86,7 @@ def test_two_replicas_with_memory_equal_one_replica_on_the_global_batch(loss, tw
     single_losses = [single.train_on_batch(*b, return_dict=True)["loss"] for b in batches]
     with two_cpus.scope():
         model = make_model(seed=3, loss=loss, cross_batch_memory=30, cross_replica_mining=True)
-    history = _distributed_fit(two_cpus, model, batches)
+    history = fit_on_two_replicas(two_cpus, model, batches)
     np.testing.assert_allclose(history.history["loss"][0], np.mean(single_losses), rtol=1e-5)
     for w, expected in zip(model.trainable_weights, single.trainable_weights):
         np.testing.assert_allclose(w.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
@@ -120,7 +103,7 @@ def test_per_replica_mining_with_memory_shares_one_memory(two_cpus):
     batches = [pk_batch(6), pk_batch(7)]
     with two_cpus.scope():
         model = make_model(seed=4, cross_batch_memory=100)
-    _distributed_fit(two_cpus, model, batches)
+    fit_on_two_replicas(two_cpus, model, batches)
     labels = _replica_values(model.memory.labels)
     np.testing.assert_array_equal(labels[0], labels[-1])
     np.testing.assert_array_equal(labels[0][:24], np.concatenate([b[1] for b in batches]))

@@ -22,7 +22,7 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
-def test_roc_and_histogram_figures_render_to_png():
+def test_roc_and_histogram_figures_render_to_png_and_refuse_one_class():
     distances, same = _pairs()
     roc = plots.to_png(plots.roc_figure(distances, same, threshold=0.85))
     hist = plots.to_png(plots.distance_histogram_figure(distances, same, threshold=0.85))
@@ -31,9 +31,7 @@ def test_roc_and_histogram_figures_render_to_png():
         assert _png_size(data) == (500, 400)  # 5 x 4 inches at 100 dpi.
     # The title carries the AUC, so a figure of other data is a different picture.
     assert plots.to_png(plots.roc_figure(distances[::-1], same)) != roc
-
-
-def test_figures_reject_one_class_pairs():
+    # Pairs of one class only are refused.
     with pytest.raises(ValueError, match="only class"):
         plots.roc_figure([0.1, 0.2], [1, 1])
     with pytest.raises(ValueError):
@@ -84,20 +82,13 @@ def test_write_projector_files(tmp_path):
         str(tmp_path / "proj"), emb, labels, class_names=["zero", "o\tne", "two"], images=images
     )
     folder = tmp_path / "proj"
-    np.testing.assert_allclose(
-        np.loadtxt(folder / "embeddings.tsv", delimiter="\t"), emb, rtol=1e-5
-    )
+    np.testing.assert_allclose(np.loadtxt(folder / "embeddings.tsv"), emb, rtol=1e-5)
     np.testing.assert_array_equal(np.load(folder / "labels.npy"), labels)
     rows = (folder / "metadata.tsv").read_text().splitlines()
     assert rows[0] == "label\tclass" and rows[2] == "1\to ne" and len(rows) == 8
     config = (folder / "projector_config.pbtxt").read_text()
-    for expected in (
-        'tensor_path: "embeddings.tsv"',
-        'metadata_path: "metadata.tsv"',
-        "tensor_shape: 7",
-        'image_path: "sprite.png"',
-        "single_image_dim: 6",
-    ):
+    paths = ['tensor_path: "embeddings.tsv"', 'metadata_path: "metadata.tsv"', "tensor_shape: 7"]
+    for expected in [*paths, 'image_path: "sprite.png"', "single_image_dim: 6"]:
         assert expected in config
     sprite = (folder / "sprite.png").read_bytes()
     assert _png_size(sprite) == (3 * 6, 3 * 8)  # A 3 x 3 grid of 6-wide, 8-high cells.

@@ -20,15 +20,13 @@ def test_every_stream_of_every_seed_has_its_own_sub_seed():
     assert len(set(every)) == len(every)
 
 
-def test_sub_seeds_are_stable():
+def test_sub_seeds_are_stable_and_pure():
     # Pinned (SeedSequence hashes the name, never Python's per-process `hash`): a change here
     # changes every run's draws and needs a WORKSPACE.md note.
     assert seeds.derive(0, "split") == seeds.RunSeeds.of(0).split
     pinned = {name: seeds.derive(0, name) for name in ("split", "sampling", "test_pairs")}
     assert pinned == {"split": 1426791919, "sampling": 1367747169, "test_pairs": 503535634}
-
-
-def test_derive_is_pure():
+    # Pure: the same values again, and no global RNG touched.
     state = np.random.get_state()[1].copy()
     first = seeds.RunSeeds.of(3)
     assert seeds.RunSeeds.of(3) == first

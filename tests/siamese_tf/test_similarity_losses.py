@@ -1,9 +1,7 @@
-"""Multi-similarity, circle, SupCon and ArcFace/CosFace losses against numpy references.
+"""Multi-similarity, circle, SupCon and ArcFace/CosFace losses against float64 numpy references.
 
-The references below are written from the definitions (and pytorch-metric-learning 2.x's
-default reducers: `MeanReducer` for multi-similarity, `AvgNonZeroReducer` for circle and
-SupCon) in float64 numpy, sharing no code with the project. WORKSPACE.md records their one-off
-cross-check against PML 2.9.0 itself.
+The references follow the definitions (and PML 2.x's default reducers), sharing no code with the
+project; WORKSPACE.md records their one-off cross-check against PML 2.9.0 itself.
 """
 
 import math
@@ -12,6 +10,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import check_anchor_halves, value_and_grad
+from helpers import unit_rows as _unit
 
 from siamese_tf import losses
 
@@ -105,22 +105,14 @@ def ref_arcface(labels, cosines, margin=0.5, scale=64.0, variant="arcface"):
             logits[y] = c - margin
         else:
             theta = math.acos(c)
-            logits[y] = (
-                math.cos(theta + margin)
-                if theta + margin <= math.pi
-                else (c - math.sin(margin) * margin)
-            )
+            beyond_pi = theta + margin > math.pi
+            logits[y] = c - math.sin(margin) * margin if beyond_pi else math.cos(theta + margin)
         logits *= scale
         out.append(np.logaddexp.reduce(logits) - logits[y])
     return float(np.mean(out))
 
 
 # --- batches -----------------------------------------------------------------------------------
-
-
-def _unit(rng, batch, dim=8):
-    x = rng.normal(size=(batch, dim))
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 def _batches():
@@ -163,14 +155,10 @@ LOSSES = {
 @pytest.mark.parametrize("name,labels,emb", BATCHES, ids=BATCH_IDS)
 def test_values_match_the_definition(loss_name, name, labels, emb):
     fn, ref, kwargs = LOSSES[loss_name]
-    emb = tf.constant(emb)
-    with tf.GradientTape() as tape:
-        tape.watch(emb)
-        value = fn(labels, emb, **kwargs)
-    assert value.dtype == tf.float32
-    np.testing.assert_allclose(value.numpy(), ref(labels, emb.numpy(), **kwargs), rtol=TOL, atol=0)
-    grad = tape.gradient(value, emb)
-    assert grad is not None and np.all(np.isfinite(grad.numpy()))
+    value, grad = value_and_grad(lambda e: fn(labels, e, **kwargs), emb)
+    assert value.dtype == np.float32
+    np.testing.assert_allclose(value, ref(labels, emb, **kwargs), rtol=TOL, atol=0)
+    assert grad is not None and np.all(np.isfinite(grad))
 
 
 @pytest.mark.parametrize("loss_name", ["circle", "supcon"])
@@ -178,12 +166,9 @@ def test_degenerate_batches_have_zero_value_and_gradient(loss_name):
     fn = LOSSES[loss_name][0]
     rng = np.random.default_rng(22)
     for labels in (np.arange(6), np.zeros(6, np.int64)):
-        emb = tf.constant(_unit(rng, 6))
-        with tf.GradientTape() as tape:
-            tape.watch(emb)
-            value = fn(labels, emb)
-        assert value.numpy() == 0.0
-        np.testing.assert_array_equal(tape.gradient(value, emb).numpy(), 0.0)
+        value, grad = value_and_grad(lambda e, y=labels: fn(y, e), _unit(rng, 6))
+        assert value == 0.0
+        np.testing.assert_array_equal(grad, 0.0)
 
 
 def _numeric_gradient(ref, labels, emb, kwargs, eps=1e-6):
@@ -204,19 +189,12 @@ def test_gradient_matches_finite_differences(loss_name):
     rng = np.random.default_rng(23)
     labels = np.repeat(np.arange(3), 3)
     emb = rng.normal(size=(9, 4))
-    tensor = tf.constant(emb)
-    with tf.GradientTape() as tape:
-        tape.watch(tensor)
-        value = fn(labels, tensor, **kwargs)
-    np.testing.assert_allclose(value.numpy(), ref(labels, emb, **kwargs), rtol=1e-10)
+    value, grad = value_and_grad(lambda e: fn(labels, e, **kwargs), emb)
+    np.testing.assert_allclose(value, ref(labels, emb, **kwargs), rtol=1e-10)
     if loss_name == "circle":
         kwargs = dict(kwargs, weights_at=emb)
-    np.testing.assert_allclose(
-        tape.gradient(value, tensor).numpy(),
-        _numeric_gradient(ref, labels, emb, kwargs),
-        rtol=1e-5,
-        atol=1e-7,
-    )
+    expected = _numeric_gradient(ref, labels, emb, kwargs)
+    np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("dtype", [tf.float16, tf.bfloat16])
@@ -243,17 +221,7 @@ def test_anchor_halves_reproduce_full_batch(name):
     rng = np.random.default_rng(25)
     labels = np.repeat(np.arange(5), 4)[rng.permutation(20)]
     emb = tf.constant(_unit(rng, 20))
-    fn = TERMS[name]
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(emb)
-        full_sum, full_count = fn(labels, emb)
-        full = full_sum / full_count
-        halves = [fn(labels, emb, anchor_indices=tf.range(lo, lo + 10)) for lo in (0, 10)]
-        combined = (halves[0][0] + halves[1][0]) / (halves[0][1] + halves[1][1])
-    np.testing.assert_allclose(combined, full, rtol=TOL)
-    np.testing.assert_allclose(
-        tape.gradient(combined, emb), tape.gradient(full, emb), rtol=1e-4, atol=1e-6
-    )
+    check_anchor_halves(lambda e, idx: TERMS[name](labels, e, anchor_indices=idx), emb)
 
 
 CLASSES = [
@@ -310,13 +278,10 @@ def test_arcface_matches_the_definition_with_finite_gradients(variant, margin):
     cosines = rng.uniform(-1, 1, (32, 7))
     # The edges: a true-class cosine of exactly 1 and -1 (arccos' derivative is infinite there).
     cosines[0, labels[0]], cosines[1, labels[1]] = 1.0, -1.0
-    cosines = tf.constant(cosines.astype(np.float32))
+    cosines = cosines.astype(np.float32)
     loss = losses.ArcFaceLoss(margin=margin, scale=16.0, variant=variant)
-    with tf.GradientTape() as tape:
-        tape.watch(cosines)
-        value = loss(labels, cosines)
-    expected = ref_arcface(labels, cosines.numpy(), margin, 16.0, variant)
-    np.testing.assert_allclose(value.numpy(), expected, rtol=TOL)
-    assert np.all(np.isfinite(tape.gradient(value, cosines).numpy()))
+    value, grad = value_and_grad(lambda c: loss(labels, c), cosines)
+    np.testing.assert_allclose(value, ref_arcface(labels, cosines, margin, 16.0, variant), rtol=TOL)
+    assert np.all(np.isfinite(grad))
     restored = keras.losses.deserialize(keras.losses.serialize(loss))
     assert restored.get_config() == loss.get_config()

@@ -1,9 +1,5 @@
-"""Every `TrainConfig` field reaches the object it configures, through `train_and_evaluate`.
-
-Nothing here sets a model attribute by hand: each run goes through the recipe a user runs
-(`launch.train` builds the same config and calls the same function), and the checks read what
-the run built, drew or wrote.
-"""
+"""Every `TrainConfig` field reaches the object it configures, through `train_and_evaluate`
+(the recipe `launch.train` runs); the checks read what the run built, drew or wrote."""
 
 import dataclasses
 import json
@@ -71,50 +67,20 @@ ONE_STEP = dict(epochs=1, steps_per_epoch=1)
 DUMMY_ZIPS = ROOT / "datasets/omniglot_local/dummy_data"
 RUNS = {
     "base": {},
-    "model": dict(
-        embedding_dim=16,
-        loss="triplet_semihard",
-        margin=0.3,
-        distance_metric="angular",
-        learning_rate=0.01,
-        cross_replica_mining=True,
-        threshold_rule="max_accuracy",
-        calibration_pairs=30,
-        test_pairs=30,
-        eval_batch_size=7,
-        keep_checkpoints=1,
-        save_every_steps=1,
-        augment=False,
-        oneshot_ways=5,
-        oneshot_episodes=10,
-    ),
-    "data": dict(
-        split_by="class",
-        calibration_fraction=0.3,
-        test_fraction=0.3,
-        classes_per_batch=4,
-        samples_per_class=3,
-        rotate_classes=True,
-    ),
-    "length": dict(
-        epochs=3,
-        steps_per_epoch=3,
-        lr_schedule="cosine",
-        class_weighting="proportional",
-        # Classes of 40 and 10 examples: on digits' near-equal classes proportional draws are
-        # almost always the uniform ones, so the weighting would be unobservable.
-        dataset="npz:{tmp}/skewed.npz",
-    ),
+    "model": dict(embedding_dim=16, loss="triplet_semihard", margin=0.3, distance_metric="angular")
+    | dict(learning_rate=0.01, cross_replica_mining=True, augment=False, eval_batch_size=7)
+    | dict(threshold_rule="max_accuracy", calibration_pairs=30, test_pairs=30)
+    | dict(keep_checkpoints=1, save_every_steps=1, oneshot_ways=5, oneshot_episodes=10),
+    "data": dict(split_by="class", calibration_fraction=0.3, test_fraction=0.3)
+    | dict(classes_per_batch=4, samples_per_class=3, rotate_classes=True),
+    # Classes of 40 and 10 examples: on digits' near-equal classes proportional draws are almost
+    # always the uniform ones, so the weighting would be unobservable.
+    "length": dict(epochs=3, steps_per_epoch=3, lr_schedule="cosine")
+    | dict(class_weighting="proportional", dataset="npz:{tmp}/skewed.npz"),
     # XLA compiles the pair-loss step; the triplet losses' mining does not compile yet (see
     # test_xla_compiles_the_triplet_losses).
-    "numerics": dict(
-        seed=1,
-        mixed_precision=True,
-        deterministic=True,
-        jit_compile=True,
-        loss="contrastive",
-        pairs_per_batch=6,
-    ),
+    "numerics": dict(seed=1, mixed_precision=True, deterministic=True, jit_compile=True)
+    | dict(loss="contrastive", pairs_per_batch=6),
     # max_steps cuts the run's last epoch (an epoch cut short is not recorded).
     "npz": dict(dataset="npz:{tmp}/tiny.npz", image_size=16, encoder="conv4", max_steps=3),
     "stopping": dict(epochs=3, early_stopping_patience=1, early_stopping_metric="val_eer"),
@@ -126,12 +92,9 @@ RUNS = {
     "circle": dict(loss="circle", circle_m=0.3, circle_gamma=32.0, **ONE_STEP),
     "supcon": dict(loss="supcon", supcon_temperature=0.2, cross_batch_memory=64, **ONE_STEP),
     "arcface": dict(
-        loss="arcface",
-        arcface_margin=0.3,
-        arcface_scale=16.0,
-        arcface_variant="cosface",
-        **ONE_STEP,
-    ),
+        loss="arcface", arcface_margin=0.3, arcface_scale=16.0, arcface_variant="cosface"
+    )
+    | ONE_STEP,
     # Omniglot's dummy zips hold 7 images: TFDS builds them from manual_dir into data_dir, then
     # the recipe refuses so little data (InputError); the build is what these rows check.
     "tfds": dict(
@@ -309,10 +272,7 @@ CHECKS = {
     "epochs": ("length", lambda r: len(r.metrics) == 3),
     "steps_per_epoch": ("length", lambda r: r.metrics[0]["step"] == 3),
     "max_steps": ("npz", lambda r: r.report["steps"] == 3 and len(r.metrics) == 1),
-    "seed": (
-        "numerics",
-        lambda r, b: not np.array_equal(r.data.splits.test, b.data.splits.test),
-    ),
+    "seed": ("numerics", lambda r, b: not np.array_equal(r.data.splits.test, b.data.splits.test)),
     "deterministic": ("numerics", lambda r: r.determinism_calls == 1),
     "mixed_precision": ("numerics", lambda r: r.policy_at_build == "mixed_float16"),
     "jit_compile": ("numerics", lambda r: r.model.jit_compile is True and r.report["steps"] == 4),

@@ -5,26 +5,18 @@ import json
 import pathlib
 
 import pytest
-from helpers import start_cli
+from helpers import start_cli, summary_of
 
 # On digits (seed 0, semi-hard triplets, no augmentation), val_eer is best at epoch 6 and worse
 # at epoch 7: patience 1 stops at step 35 of 40 (measured; the numbers move when the run's
 # sub-seeds or these settings do, see siamese_tf/seeds.py).
 BEST_EPOCH = 6
 STOPPED_AT = (BEST_EPOCH + 1) * 5
-ARGS = [
-    "--loss=triplet_semihard",
-    "--noaugment",
-    "--deterministic",
-    "--epochs=8",
-    "--steps_per_epoch=5",
-    "--save_every_steps=2",
-    "--calibration_pairs=200",
-    "--test_pairs=100",
-    "--early_stopping_patience=1",
-    "--early_stopping_metric=val_eer",
-    "--strategy=default",
-]
+ARGS = (
+    "--loss=triplet_semihard --noaugment --deterministic --epochs=8 --steps_per_epoch=5"
+    " --save_every_steps=2 --calibration_pairs=200 --test_pairs=100"
+    " --early_stopping_patience=1 --early_stopping_metric=val_eer --strategy=default"
+).split()
 
 
 def start(workdir, *extra):
@@ -34,7 +26,7 @@ def start(workdir, *extra):
 def finish(proc):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
-    return json.loads(out.split("summary: ", 1)[1].splitlines()[0])
+    return summary_of(out)
 
 
 def report(workdir):

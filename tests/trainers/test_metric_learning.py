@@ -16,11 +16,14 @@ from trainers.config import TrainConfig
 TINY = {**TINY_RUN, "steps_per_epoch": 4}
 
 
+def train(config, workdir):
+    strategy = tf.distribute.get_strategy()
+    return metric_learning.train_and_evaluate(config, str(workdir), strategy, verbose=0)
+
+
 def test_one_epoch_smoke_run_writes_the_workdir(tmp_path):
     config = TrainConfig(**TINY)
-    report = metric_learning.train_and_evaluate(
-        config, str(tmp_path), tf.distribute.get_strategy(), verbose=0
-    )
+    report = train(config, tmp_path)
     for name in ("config.json", "metrics.jsonl", "model.keras", "report.json"):
         assert (tmp_path / name).exists(), name
     saved = json.loads((tmp_path / "report.json").read_text())
@@ -45,9 +48,7 @@ def test_pair_losses_train_end_to_end_and_learn(tmp_path, loss):
     config = TrainConfig(
         loss=loss, margin=1.0, epochs=2, steps_per_epoch=40, calibration_pairs=400, test_pairs=400
     )
-    report = metric_learning.train_and_evaluate(
-        config, str(tmp_path), tf.distribute.get_strategy(), verbose=0
-    )
+    report = train(config, tmp_path)
     assert report["test"]["auc"] > 0.9, report["test"]
     epoch = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"loss", "positive_distance", "negative_distance", "val_auc"} <= set(epoch)
@@ -86,26 +87,17 @@ def test_prepare_rejects_bad_config(overrides, message):
         metric_learning.prepare_data(TrainConfig(**{**TINY, **overrides}))
 
 
-def test_config_rejects_non_positive_sizes():
-    with pytest.raises(InputError, match="epochs must be a positive integer"):
-        TrainConfig(epochs=0)
+NEW_LOSSES = [dict(loss=name) for name in ("multi_similarity", "circle", "supcon")]
 
 
 @pytest.mark.parametrize(
     "overrides",
-    [
-        dict(loss="multi_similarity"),
-        dict(loss="circle"),
-        dict(loss="supcon"),
-        dict(loss="arcface", samples_per_class=1),
-    ],
+    [*NEW_LOSSES, dict(loss="arcface", samples_per_class=1)],
     ids=["multi_similarity", "circle", "supcon", "arcface_k1"],
 )
 def test_new_losses_train_the_default_job(tmp_path, overrides):
     config = TrainConfig(**{**TINY, "steps_per_epoch": 30, **overrides})
-    report = metric_learning.train_and_evaluate(
-        config, str(tmp_path), tf.distribute.get_strategy(), verbose=0
-    )
+    report = train(config, tmp_path)
     # 30 steps from a random start: the embedding already separates digits.
     assert report["test"]["auc"] > 0.8, report["test"]
     model = keras.models.load_model(tmp_path / "model.keras")
@@ -121,17 +113,10 @@ def test_new_losses_train_the_default_job(tmp_path, overrides):
 )
 def test_proxies_and_memory_resume_exactly(tmp_path, overrides):
     base = {**TINY, "epochs": 2, "steps_per_epoch": 3, **overrides}
-    strategy = tf.distribute.get_strategy()
-    whole = metric_learning.train_and_evaluate(
-        TrainConfig(**base), str(tmp_path / "whole"), strategy, verbose=0
-    )
-    first = metric_learning.train_and_evaluate(
-        TrainConfig(**base, max_steps=3), str(tmp_path / "resumed"), strategy, verbose=0
-    )
+    whole = train(TrainConfig(**base), tmp_path / "whole")
+    first = train(TrainConfig(**base, max_steps=3), tmp_path / "resumed")
     assert first["steps"] == 3
-    resumed = metric_learning.train_and_evaluate(
-        TrainConfig(**base), str(tmp_path / "resumed"), strategy, verbose=0
-    )
+    resumed = train(TrainConfig(**base), tmp_path / "resumed")
     assert resumed["start_step"] == 3 and resumed["steps"] == 6
     # Every weight, the proxies and the memory (queue, labels, counter) included, bit for bit.
     assert resumed["weights_sha256"] == whole["weights_sha256"]
@@ -146,8 +131,9 @@ def test_proxies_and_memory_resume_exactly(tmp_path, overrides):
         (dict(loss="bce", cross_batch_memory=8), "--cross_batch_memory needs"),
         (dict(cross_batch_memory=-1), "--cross_batch_memory must be >= 0"),
         (dict(loss="supcon", supcon_temperature=0.0), "--supcon_temperature must be > 0"),
+        (dict(epochs=0), "epochs must be a positive integer"),
     ],
 )
-def test_config_rejects_bad_loss_settings(overrides, message):
+def test_config_rejects_bad_loss_settings_and_sizes(overrides, message):
     with pytest.raises(InputError, match=message):
         TrainConfig(**overrides)

@@ -15,17 +15,10 @@ from helpers import start_cli
 import siamese_tf  # noqa: F401
 
 # Small but real: 3 epochs × 12 steps, backups every 4 steps, op determinism on.
-ARGS = [
-    "--deterministic",
-    "--epochs=3",
-    "--steps_per_epoch=12",
-    "--save_every_steps=4",
-    "--calibration_pairs=100",
-    "--test_pairs=100",
-    "--classes_per_batch=6",
-    "--samples_per_class=4",
-    "--strategy=default",
-]
+ARGS = (
+    "--deterministic --epochs=3 --steps_per_epoch=12 --save_every_steps=4 --calibration_pairs=100 "
+    "--test_pairs=100 --classes_per_batch=6 --samples_per_class=4 --strategy=default"
+).split()
 
 
 def start(workdir, *extra):

@@ -5,21 +5,15 @@ import logging
 
 import numpy as np
 import pytest
-from helpers import run_cli
+from helpers import one_error_line, run_cli
 
 from siamese_tf.callbacks import OneShotValidation, StalledLearning
 from siamese_tf.errors import InputError
 
-OPEN_SET = [
-    "--split_by=class",
-    "--calibration_fraction=0.3",
-    "--test_fraction=0.2",
-    "--classes_per_batch=5",
-    "--epochs=2",
-    "--steps_per_epoch=3",
-    "--calibration_pairs=100",
-    "--test_pairs=100",
-]
+OPEN_SET = (
+    "--split_by=class --calibration_fraction=0.3 --test_fraction=0.2 --classes_per_batch=5 "
+    "--epochs=2 --steps_per_epoch=3 --calibration_pairs=100 --test_pairs=100"
+).split()
 
 
 def run_train(*args):
@@ -41,9 +35,8 @@ def test_cli_too_many_ways_is_one_line_naming_the_flags(tmp_path):
     result = run_train(
         f"--workdir={tmp_path / 'run'}", *OPEN_SET, "--oneshot_ways=9", "--oneshot_episodes=40"
     )
-    assert result.returncode == 2
-    assert "--oneshot_ways=9 needs" in result.stderr and "--calibration_fraction" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    line = one_error_line(result)
+    assert "--oneshot_ways=9 needs" in line and "--calibration_fraction" in line
 
 
 class _Nearest:

@@ -22,13 +22,10 @@ def test_class_split_of_ten_classes_raises_the_default_fractions():
     config = TrainConfig(split_by="class")
     fitted, notes = small_data.fit_split(config, source([6] * 10), adaptable=FRACTIONS)
     assert (fitted.calibration_fraction, fitted.test_fraction) == (0.2, 0.2)
-    splits = fitted.split(source([6] * 10).labels)
     labels = source([6] * 10).labels
-    assert [np.unique(labels[s]).size for s in (splits.train, splits.calibration, splits.test)] == [
-        6,
-        2,
-        2,
-    ]
+    splits = fitted.split(labels)
+    sizes = [np.unique(labels[s]).size for s in (splits.train, splits.calibration, splits.test)]
+    assert sizes == [6, 2, 2]
     assert notes == [
         "--calibration_fraction=0.2 --test_fraction=0.2 (split_by=class on 10 classes: "
         "6 / 2 / 2 for training / calibration / test; a held-out split needs 2)"

@@ -1,32 +1,19 @@
-"""Training from a prepared store: the same run as from its source, exact resume, bad records.
+"""Training from a prepared store: a `--deterministic` run from `folder:DIR` and from its
+`prepared:DIR` end bit-identical with the same report; exact resume; bad records."""
 
-Streaming changes memory, nothing else: a `--deterministic` run from `folder:DIR` and from
-`prepared:DIR` (prepared from that folder by `launch.prepare`) must end bit-identical, with the
-same report; a streamed run stopped part-way and re-run must end the same too.
-"""
-
-import io
 import json
 import pathlib
 import shutil
 
 import numpy as np
 import pytest
-from helpers import start_cli
-from PIL import Image
+from helpers import png_bytes, start_cli, summary_of
 from sklearn.datasets import load_digits
 
-ARGS = [
-    "--deterministic",
-    "--epochs=2",
-    "--steps_per_epoch=6",
-    "--save_every_steps=2",
-    "--classes_per_batch=5",
-    "--samples_per_class=4",
-    "--calibration_pairs=100",
-    "--test_pairs=100",
-    "--strategy=default",
-]
+ARGS = (
+    "--deterministic --epochs=2 --steps_per_epoch=6 --save_every_steps=2 --classes_per_batch=5 "
+    "--samples_per_class=4 --calibration_pairs=100 --test_pairs=100 --strategy=default"
+).split()
 
 
 def run(module, *args, wait=True):
@@ -35,10 +22,6 @@ def run(module, *args, wait=True):
         return proc
     out, err = proc.communicate(timeout=300)
     return proc.returncode, out, err
-
-
-def summary(out):
-    return json.loads(out.split("summary: ", 1)[1].splitlines()[0])
 
 
 def report(workdir):
@@ -57,9 +40,7 @@ def digits_folder_and_store(tmp_path_factory):
         folder = root / "img" / f"digit_{label}"
         folder.mkdir(parents=True)
         for i, row in enumerate(np.flatnonzero(digits.target == label)[:30]):
-            buffer = io.BytesIO()
-            Image.fromarray(images[row]).save(buffer, format="PNG")
-            (folder / f"{i:02d}.png").write_bytes(buffer.getvalue())
+            (folder / f"{i:02d}.png").write_bytes(png_bytes(images[row]))
     code, _, err = run(
         "launch.prepare", f"--dataset=folder:{root / 'img'}", f"--out={root / 'store'}"
     )
@@ -75,7 +56,7 @@ def two_runs(digits_folder_and_store, tmp_path_factory):
     for name, spec in (("folder", f"folder:{folder}"), ("prepared", f"prepared:{store}")):
         code, out, err = run("launch.train", f"--workdir={root / name}", f"--dataset={spec}", *ARGS)
         assert code == 0, err[-2000:]
-        results[name] = (root / name, summary(out))
+        results[name] = (root / name, summary_of(out))
     return results
 
 
@@ -99,7 +80,7 @@ def test_stopped_streamed_run_resumes_exactly(two_runs, digits_folder_and_store,
     assert code == 0, err[-2000:]
     resumed = report(workdir)
     assert resumed["start_step"] == 4
-    assert summary(out)["weights_sha256"] == two_runs["prepared"][1]["weights_sha256"]
+    assert summary_of(out)["weights_sha256"] == two_runs["prepared"][1]["weights_sha256"]
     resumed.pop("start_step")
     expected = report(two_runs["prepared"][0])
     expected.pop("start_step")
@@ -139,18 +120,12 @@ def test_open_set_split_and_other_losses_train_from_a_store(
     from trainers.config import TrainConfig
 
     _, store = digits_folder_and_store
+    sizes = dict(classes_per_batch=4, samples_per_class=4, epochs=1, steps_per_epoch=3)
+    held_out = dict(
+        calibration_fraction=0.2, test_fraction=0.2, calibration_pairs=50, test_pairs=50
+    )
     config = TrainConfig(
-        dataset=f"prepared:{store}",
-        split_by="class",
-        loss=loss,
-        classes_per_batch=4,
-        samples_per_class=4,
-        epochs=1,
-        steps_per_epoch=3,
-        calibration_fraction=0.2,
-        test_fraction=0.2,
-        calibration_pairs=50,
-        test_pairs=50,
+        dataset=f"prepared:{store}", split_by="class", loss=loss, **sizes, **held_out
     )
     data = metric_learning.prepare_data(config)
     assert not data.train.in_memory and not data.test.in_memory

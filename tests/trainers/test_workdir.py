@@ -15,10 +15,8 @@ def saved_run(path, checkpoint=True, **fields):
     path.mkdir(exist_ok=True)
     (path / "config.json").write_text(json.dumps(config))
     if checkpoint:
-        manager = tf.train.CheckpointManager(
-            tf.train.Checkpoint(step=tf.Variable(1)), str(path / "backup"), max_to_keep=1
-        )
-        manager.save()
+        checkpoint = tf.train.Checkpoint(step=tf.Variable(1))
+        tf.train.CheckpointManager(checkpoint, str(path / "backup"), max_to_keep=1).save()
     return config
 
 

@@ -54,13 +54,8 @@ def test_subset_of_turns_and_bad_input():
 
 def test_recipe_rotates_training_classes_only():
     # 2 of the 10 digits each for calibration and test (a held-out split needs 2 classes).
-    base = TrainConfig(
-        split_by="class",
-        calibration_fraction=0.2,
-        test_fraction=0.2,
-        classes_per_batch=4,
-        samples_per_class=4,
-    )
+    held_out = dict(split_by="class", calibration_fraction=0.2, test_fraction=0.2)
+    base = TrainConfig(classes_per_batch=4, samples_per_class=4, **held_out)
     plain = metric_learning.prepare_data(base)
     rotated = metric_learning.prepare_data(TrainConfig(**{**base.__dict__, "rotate_classes": True}))
     assert len(rotated.train) == 4 * len(plain.train)

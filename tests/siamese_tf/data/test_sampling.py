@@ -2,14 +2,9 @@
 
 import numpy as np
 import pytest
+from helpers import take_batches as take
 
-from siamese_tf.data import (
-    ClassIndex,
-    balanced_pairs,
-    pair_indices,
-    pk_batches,
-    pk_indices,
-)
+from siamese_tf.data import ClassIndex, balanced_pairs, pair_indices, pk_batches, pk_indices
 from siamese_tf.data.sampling import rows as samplers
 from siamese_tf.errors import InputError
 
@@ -17,19 +12,6 @@ from siamese_tf.errors import InputError
 # single-example exclusion; the large one exercises Floyd's without-replacement draw.
 LABELS = np.repeat(np.arange(8), [1, 2, 3, 4, 5, 8, 12, 40])
 IMAGES = np.arange(LABELS.size)  # an image is its row number, so batches are checkable
-
-
-def take(ds, n):
-    return [tuple(np.asarray(t) for t in _flatten(item)) for item in ds.take(n)]
-
-
-def _flatten(item):
-    if isinstance(item, tuple):
-        out = []
-        for part in item:
-            out.extend(_flatten(part))
-        return out
-    return [item]
 
 
 def test_class_index_groups_rows_by_class():
@@ -68,7 +50,7 @@ def test_pk_batches_draw_without_replacement_uniformly_in_large_class():
     assert big.min() > 0.5 * big.mean()  # every example of the big class gets drawn, evenly
 
 
-def test_pk_same_seed_same_batches_and_resume_from_step():
+def test_pk_same_seed_same_batches_resume_from_step_and_streams_differ():
     kwargs = dict(classes_per_batch=3, samples_per_class=4, seed=11)
     first = take(pk_indices(LABELS, **kwargs), 12)
     again = take(pk_indices(LABELS, **kwargs), 12)
@@ -79,6 +61,9 @@ def test_pk_same_seed_same_batches_and_resume_from_step():
     for a, b in zip(first[7:], resumed, strict=True):
         np.testing.assert_array_equal(a[0], b[0])
     assert any(not np.array_equal(a[0], b[0]) for a, b in zip(first, other_seed, strict=True))
+    # Another stream of the same seed draws different batches.
+    s1 = take(pk_indices(LABELS, stream=1, **kwargs), 10)
+    assert sum(np.array_equal(a[0], b[0]) for a, b in zip(first[:10], s1, strict=True)) == 0
 
 
 @pytest.mark.parametrize("start", [63, 64, 130])
@@ -99,13 +84,6 @@ def test_resume_across_sampling_blocks(start):
     batches = take(pk_batches(IMAGES, LABELS, start_step=start, **kwargs), 3)
     for a, b in zip(full[start:], batches, strict=True):
         np.testing.assert_array_equal(a[0], b[0])  # gathered rows are the sampled rows
-
-
-def test_streams_draw_different_batches():
-    kwargs = dict(classes_per_batch=3, samples_per_class=4, seed=11)
-    s0 = take(pk_indices(LABELS, stream=0, **kwargs), 10)
-    s1 = take(pk_indices(LABELS, stream=1, **kwargs), 10)
-    assert sum(np.array_equal(a[0], b[0]) for a, b in zip(s0, s1, strict=True)) == 0
 
 
 @pytest.mark.parametrize("batch_size", [8, 9])
@@ -218,15 +196,12 @@ def test_class_split_is_disjoint_and_example_split_is_stratified():
     from siamese_tf.data import split_indices
 
     labels = np.repeat(np.arange(20), 6)
-    by_class = split_indices(
-        labels, calibration_fraction=0.2, test_fraction=0.2, seed=0, split_by="class"
-    )
+    fractions = dict(calibration_fraction=0.2, test_fraction=0.2, seed=0)
+    by_class = split_indices(labels, split_by="class", **fractions)
     parts = [set(labels[rows]) for rows in (by_class.train, by_class.calibration, by_class.test)]
     assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
     assert sum(by_class.sizes().values()) == labels.size
-    again = split_indices(
-        labels, calibration_fraction=0.2, test_fraction=0.2, seed=0, split_by="class"
-    )
+    again = split_indices(labels, split_by="class", **fractions)
     np.testing.assert_array_equal(by_class.test, again.test)
-    by_example = split_indices(labels, calibration_fraction=0.2, test_fraction=0.2, seed=0)
+    by_example = split_indices(labels, **fractions)
     assert set(labels[by_example.test]) == set(labels[by_example.train]) == set(range(20))

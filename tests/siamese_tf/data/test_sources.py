@@ -1,23 +1,17 @@
 """Sources: every spec, encoded storage with decode-after-sampling, and each bad-input case."""
 
 import gzip
-import io
 import struct
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from PIL import Image
+from helpers import png_bytes as encode
+from helpers import write_flat_pngs
 
 from siamese_tf.data import Source, balanced_pairs, load_source, pk_batches
 from siamese_tf.data.images import sniff_format
 from siamese_tf.errors import InputError
-
-
-def encode(array, fmt):
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format=fmt)
-    return buffer.getvalue()
 
 
 def gray(seed, size=(6, 6)):
@@ -134,11 +128,7 @@ def test_folder_rgb_and_nested_classes(tmp_path):
 
 def test_encoded_images_are_kept_when_smaller_and_decoded_after_sampling(tmp_path):
     # Flat 64x64 pictures compress to a few dozen bytes: far smaller than 4096 decoded bytes.
-    for c in range(4):
-        (tmp_path / f"c{c}").mkdir()
-        for i in range(3):
-            flat = np.full((64, 64), 20 * c + i, np.uint8)
-            (tmp_path / f"c{c}" / f"{i}.png").write_bytes(encode(flat, "PNG"))
+    write_flat_pngs(tmp_path, classes=4, per_class=3, size=64, step=20)
     source = load_source(f"folder:{tmp_path}")
     assert source.encoded and source.nbytes < len(source) * 64 * 64
     ds = pk_batches(source, classes_per_batch=2, samples_per_class=3, seed=0)
@@ -206,9 +196,11 @@ def test_tfds_split_keeps_images_encoded():
     assert len(test) == 20 and test.labels.dtype == np.int64
 
 
-def test_tfds_unknown_dataset():
+def test_unknown_dataset_and_spec():
     with pytest.raises(InputError, match="unknown dataset 'no_such_dataset_xyz'"):
         load_source("tfds:no_such_dataset_xyz")
+    with pytest.raises(InputError, match="unknown dataset 'imagenet'"):
+        load_source("imagenet")
 
 
 # --- Source --------------------------------------------------------------------------------------
@@ -237,8 +229,3 @@ def test_source_take_keeps_storage_and_shape(tmp_path):
 def test_source_rejects_bad_arrays(kwargs, message):
     with pytest.raises(InputError, match=message):
         Source(**kwargs)
-
-
-def test_unknown_spec():
-    with pytest.raises(InputError, match="unknown dataset 'imagenet'"):
-        load_source("imagenet")

@@ -1,10 +1,8 @@
 """Splits by example, class and group: seeded, disjoint where they promise, clear errors."""
 
-import io
-
 import numpy as np
 import pytest
-from PIL import Image
+from helpers import write_flat_pngs
 
 from siamese_tf.data import load_source, open_stream, split_indices, write_store
 from siamese_tf.errors import InputError
@@ -15,28 +13,15 @@ GROUPS = LABELS // 3
 
 
 def test_group_split_holds_out_whole_groups():
-    splits = split_indices(
-        LABELS,
-        calibration_fraction=0.34,
-        test_fraction=0.34,
-        seed=3,
-        split_by="group",
-        groups=GROUPS,
-    )
+    kwargs = dict(calibration_fraction=0.34, test_fraction=0.34, seed=3, split_by="group")
+    splits = split_indices(LABELS, groups=GROUPS, **kwargs)
     seen = [set(GROUPS[rows]) for rows in (splits.train, splits.calibration, splits.test)]
     assert all(seen) and not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
     assert sum(len(s) for s in seen) == 6
     # Whole groups: every class of a held-out group is held out with all its examples.
     every = np.concatenate([splits.train, splits.calibration, splits.test])
     np.testing.assert_array_equal(np.sort(every), np.arange(LABELS.size))
-    again = split_indices(
-        LABELS,
-        calibration_fraction=0.34,
-        test_fraction=0.34,
-        seed=3,
-        split_by="group",
-        groups=GROUPS,
-    )
+    again = split_indices(LABELS, groups=GROUPS, **kwargs)
     np.testing.assert_array_equal(again.test, splits.test)
 
 
@@ -52,13 +37,7 @@ def test_group_split_needs_groups_and_classes_inside_one_group():
 
 def test_nested_class_folders_give_groups_through_memory_and_store(tmp_path):
     for group in ("Greek", "Latin"):
-        for c in range(2):
-            folder = tmp_path / "img" / group / f"character{c}"
-            folder.mkdir(parents=True)
-            for i in range(2):
-                buffer = io.BytesIO()
-                Image.fromarray(np.full((4, 4), 9 * c + i, np.uint8)).save(buffer, format="PNG")
-                (folder / f"{i}.png").write_bytes(buffer.getvalue())
+        write_flat_pngs(tmp_path / "img" / group, 2, 2, size=4, step=9, prefix="character")
     spec = f"folder:{tmp_path / 'img'}"
     loaded = load_source(spec)
     assert loaded.group_names == ("Greek", "Latin")

@@ -18,6 +18,13 @@ D_A = np.array([0.1, 0.2, 0.5, 0.4, 0.8, 0.9])
 S_A = np.array([1, 1, 1, 0, 0, 0])
 
 
+# What `calibrate` returns (ThresholdCalibration logs each with a `val_` prefix).
+CALIBRATION_KEYS = (
+    "auc eer eer_threshold max_accuracy_threshold max_accuracy threshold accuracy "
+    "tar_at_far_0.01 tar_at_far_0.001"
+)
+
+
 def random_pairs(n=600, shift=1.0, seed=0, decimals=None):
     rng = np.random.default_rng(seed)
     same = rng.integers(0, 2, n)
@@ -33,26 +40,20 @@ def candidate_thresholds(distances):
     return np.r_[values[0] - 1.0, values, (values[:-1] + values[1:]) / 2, values[-1] + 1.0]
 
 
-def test_auc_hand_example():
+def test_auc_hand_example_and_ties_count_half():
     # Positive-negative pairs with the positive closer: 3 + 3 + 2 of 9.
     assert m.roc_auc(D_A, S_A) == pytest.approx(8 / 9)
-
-
-def test_auc_counts_ties_as_half():
     assert m.roc_auc([0.5, 0.5], [1, 0]) == pytest.approx(0.5)
 
 
-def test_eer_exact_crossing_hand_example():
+def test_eer_exact_crossing_and_interpolated_hand_examples():
     # Accepting d <= 0.4: FAR = 1/3 (0.4), FRR = 1/3 (0.5); holds up to 0.5 -> midpoint 0.45.
     eer, threshold = m.equal_error_rate(D_A, S_A)
     assert eer == pytest.approx(1 / 3)
     assert threshold == pytest.approx(0.45)
     rates = m.pair_classification_metrics(D_A, S_A, threshold)
     assert rates["far"] == pytest.approx(1 / 3) and 1 - rates["tar"] == pytest.approx(1 / 3)
-
-
-def test_eer_interpolated_hand_example():
-    # Positives 0.1, 0.3; negatives 0.2, 0.4, 0.5. ROC points around the crossing:
+    # Interpolated: positives 0.1, 0.3; negatives 0.2, 0.4, 0.5. ROC points around the crossing:
     # accept <= 0.2: FPR 1/3, FNR 1/2;  accept <= 0.3: FPR 1/3, FNR 0.
     # FPR - FNR goes -1/6 -> 1/3, crossing at t = 1/3: EER = 1/3, threshold 0.2 + 0.1 / 3.
     eer, threshold = m.equal_error_rate([0.1, 0.3, 0.2, 0.4, 0.5], [1, 1, 0, 0, 0])
@@ -81,12 +82,6 @@ def test_eer_matches_interpolated_roc_on_random_data():
     assert abs(rates["far"] - eer) < 0.02 and abs(1 - rates["tar"] - eer) < 0.02
 
 
-def test_max_accuracy_hand_example():
-    # Accepting <= 0.2 and <= 0.5 both give 5/6; the one accepting fewer wins: midpoint
-    # between 0.2 (accepted) and 0.4 (rejected).
-    assert m.threshold_at_max_accuracy(D_A, S_A) == pytest.approx((0.3, 5 / 6))
-
-
 @pytest.mark.parametrize("decimals", [None, 1])
 def test_max_accuracy_is_exact_and_optimal(decimals):
     d, s = random_pairs(seed=2, decimals=decimals)
@@ -99,15 +94,14 @@ def test_max_accuracy_is_exact_and_optimal(decimals):
         assert threshold not in set(d.tolist())
 
 
-def test_max_accuracy_exact_on_adjacent_floats():
-    low = 1.0
-    high = np.nextafter(low, 2.0)
-    threshold, accuracy = m.threshold_at_max_accuracy([low, high], [1, 0])
+def test_max_accuracy_hand_example_adjacent_floats_and_float32_input():
+    # Accepting <= 0.2 and <= 0.5 both give 5/6; the one accepting fewer wins: midpoint
+    # between 0.2 (accepted) and 0.4 (rejected).
+    assert m.threshold_at_max_accuracy(D_A, S_A) == pytest.approx((0.3, 5 / 6))
+    adjacent = [1.0, np.nextafter(1.0, 2.0)]
+    threshold, accuracy = m.threshold_at_max_accuracy(adjacent, [1, 0])
     assert accuracy == 1.0
-    assert m.pair_classification_metrics([low, high], [1, 0], threshold)["accuracy"] == 1.0
-
-
-def test_max_accuracy_exact_with_float32_input():
+    assert m.pair_classification_metrics(adjacent, [1, 0], threshold)["accuracy"] == 1.0
     d, s = random_pairs(seed=3)
     d32 = d.astype(np.float32)
     threshold, accuracy = m.threshold_at_max_accuracy(d32, s)
@@ -179,10 +173,9 @@ def test_pair_classification_metrics_match_sklearn():
     d, s = random_pairs(seed=7)
     out = m.pair_classification_metrics(d, s, 0.8)
     predicted = (d <= 0.8).astype(int)
-    assert out["accuracy"] == pytest.approx(sk_metrics.accuracy_score(s, predicted))
-    assert out["precision"] == pytest.approx(sk_metrics.precision_score(s, predicted))
-    assert out["recall"] == pytest.approx(sk_metrics.recall_score(s, predicted))
-    assert out["f1"] == pytest.approx(sk_metrics.f1_score(s, predicted))
+    for name in ("accuracy", "precision", "recall", "f1"):
+        sklearn_value = getattr(sk_metrics, f"{name}_score")(s, predicted)
+        assert out[name] == pytest.approx(sklearn_value), name
 
 
 def test_distance_statistics():
@@ -217,32 +210,12 @@ def test_parse_threshold_rule():
 
 def test_verification_report_keys_and_values():
     report = m.verification_report(D_A, S_A, threshold=0.45)
-    expected_keys = {
-        "auc",
-        "eer",
-        "eer_threshold",
-        "threshold",
-        "accuracy",
-        "precision",
-        "recall",
-        "f1",
-        "far",
-        "tar",
-        "tp",
-        "fp",
-        "tn",
-        "fn",
-        "tar_at_far_0.001",
-        "tar_at_far_0.01",
-        "tar_at_far_0.1",
-        "mean_positive_distance",
-        "mean_negative_distance",
-        "distance_ratio",
-        "num_pairs",
-        "num_positive",
-        "num_negative",
-    }
-    assert set(report) == expected_keys
+    expected_keys = (
+        "auc eer eer_threshold threshold accuracy precision recall f1 far tar tp fp tn fn "
+        "tar_at_far_0.001 tar_at_far_0.01 tar_at_far_0.1 mean_positive_distance "
+        "mean_negative_distance distance_ratio num_pairs num_positive num_negative"
+    )
+    assert set(report) == set(expected_keys.split())
     assert report["auc"] == pytest.approx(8 / 9)
     assert (report["eer"], report["eer_threshold"]) == pytest.approx((1 / 3, 0.45))
     assert report["accuracy"] == pytest.approx(4 / 6)
@@ -254,17 +227,7 @@ def test_verification_report_keys_and_values():
 
 def test_calibrate_summary():
     summary = m.calibrate(D_A, S_A, rule="max_accuracy")
-    assert set(summary) == {
-        "auc",
-        "eer",
-        "eer_threshold",
-        "max_accuracy_threshold",
-        "max_accuracy",
-        "threshold",
-        "accuracy",
-        "tar_at_far_0.01",
-        "tar_at_far_0.001",
-    }
+    assert set(summary) == set(CALIBRATION_KEYS.split())
     assert summary["threshold"] == summary["max_accuracy_threshold"] == pytest.approx(0.3)
     assert summary["accuracy"] == summary["max_accuracy"] == pytest.approx(5 / 6)
     assert all(isinstance(v, float) for v in summary.values())

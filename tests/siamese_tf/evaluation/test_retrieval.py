@@ -53,7 +53,7 @@ def test_recall_and_precision_at_k_match_brute_force(metric, leave_one_out, monk
     assert all(recall[a] <= recall[b] for a, b in zip(ks, ks[1:], strict=False))
 
 
-def test_nearest_neighbour_accuracy_hand_example():
+def test_nearest_neighbour_accuracy_hand_example_and_recall_at_1():
     gallery = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
     gallery_labels = np.array(["a", "b", "c"])
     queries = np.array([[1.0, 0.0], [9.0, 1.0], [6.0, 0.0], [0.0, 4.0]])
@@ -65,9 +65,7 @@ def test_nearest_neighbour_accuracy_hand_example():
         queries[1:], query_labels[1:], gallery[1:], gallery_labels[1:], metric="cosine"
     )
     assert cos == pytest.approx(2 / 3)
-
-
-def test_nearest_neighbour_accuracy_matches_recall_at_1_when_every_label_is_present():
+    # Equal to recall@1 when every query label is in the gallery.
     q, ql = random_embeddings(seed=3)
     g, gl = random_embeddings(n=200, seed=4)
     assert set(ql) <= set(gl)
@@ -92,13 +90,8 @@ def test_map_at_r_hand_example():
     # Query B: R = 3, ranking B B A -> AP = (1/1 + 2/2) / 3 = 2/3.
     assert r.map_at_r(queries, query_labels, gallery, gallery_labels) == pytest.approx(7 / 12)
     # A perfect ranking scores 1 while recall@1 could not tell the two apart.
-    perfect = r.map_at_r(
-        np.array([[0.0]]),
-        np.array(["A"]),
-        np.array([[1.0], [2.0], [3.0]]),
-        np.array(["A", "A", "B"]),
-    )
-    assert perfect == 1.0
+    perfect = ([[0.0]], ["A"], [[1.0], [2.0], [3.0]], ["A", "A", "B"])
+    assert r.map_at_r(*map(np.array, perfect)) == 1.0
 
 
 def test_map_at_r_matches_brute_force(monkeypatch):
@@ -145,12 +138,10 @@ def test_retrieval_bad_input():
         r.precision_at_k(x, y, ks=(0,))
 
 
-def test_sample_episodes_structure_and_determinism():
+def test_sample_episodes_structure_determinism_and_errors():
     labels = np.repeat(np.arange(8), 4)
     labels = np.r_[labels, [8, 9]]  # two classes too small to serve
-    episodes = oneshot.sample_episodes(
-        labels, n_way=5, k_shot=2, num_queries=2, num_episodes=30, seed=3
-    )
+    episodes = oneshot.sample_episodes(labels, 5, k_shot=2, num_queries=2, num_episodes=30, seed=3)
     assert episodes.support.shape == (30, 5, 2)
     assert episodes.query.shape == episodes.query_targets.shape == (30, 10)
     assert len(episodes) == 30
@@ -169,9 +160,6 @@ def test_sample_episodes_structure_and_determinism():
     np.testing.assert_array_equal(again.query, episodes.query)
     other = oneshot.sample_episodes(labels, 5, 2, 2, 30, seed=4)
     assert not np.array_equal(other.support, episodes.support)
-
-
-def test_sample_episodes_errors():
     labels = np.array([0, 0, 1, 1, 2])
     with pytest.raises(ValueError, match="need 3 classes with at least 2 examples; only 2 of 3"):
         oneshot.sample_episodes(labels, n_way=3, k_shot=1)
@@ -179,7 +167,7 @@ def test_sample_episodes_errors():
         oneshot.sample_episodes(labels, n_way=0)
 
 
-def test_one_shot_hand_example():
+def test_one_shot_and_k_shot_reductions_hand_examples():
     # One episode, 2-way 1-shot: classes at 0 and 10; queries at 1 (class 0), 9 (class 1)
     # and 4 (labelled class 1, but nearer class 0).
     support = np.array([[[[0.0]], [[10.0]]]])
@@ -187,10 +175,7 @@ def test_one_shot_hand_example():
     targets = np.array([[0, 1, 1]])
     assert oneshot.n_way_k_shot_accuracy(support, queries, targets) == pytest.approx(2 / 3)
     np.testing.assert_allclose(oneshot.episode_accuracies(support, queries, targets), [2 / 3])
-
-
-def test_k_shot_reductions_hand_example():
-    # Class 0 support at 0 and 10, class 1 support at 4 and 4; query at 1 is class 0.
+    # k-shot reductions: class 0 support at 0 and 10, class 1 at 4 and 4; query at 1 is class 0.
     support = np.array([[[[0.0], [10.0]], [[4.0], [4.0]]]])
     query = np.array([[[1.0]]])
     target = np.array([[0]])
@@ -205,16 +190,9 @@ def test_k_shot_reductions_hand_example():
 @pytest.mark.parametrize("reduction", ["mean", "min", "centroid"])
 def test_n_way_k_shot_matches_brute_force(metric, reduction):
     x, labels = random_embeddings(n=200, dim=5, classes=10, seed=6)
-    episodes = oneshot.sample_episodes(
-        labels, n_way=5, k_shot=3, num_queries=2, num_episodes=20, seed=1
-    )
-    accuracies = oneshot.episode_accuracies(
-        x[episodes.support],
-        x[episodes.query],
-        episodes.query_targets,
-        metric=metric,
-        reduction=reduction,
-    )
+    episodes = oneshot.sample_episodes(labels, 5, k_shot=3, num_queries=2, num_episodes=20, seed=1)
+    inputs = (x[episodes.support], x[episodes.query], episodes.query_targets)
+    accuracies = oneshot.episode_accuracies(*inputs, metric=metric, reduction=reduction)
 
     def dist(a, b):
         if metric == "cosine":
@@ -255,7 +233,7 @@ def test_n_way_k_shot_bad_input():
         oneshot.n_way_k_shot_accuracy(support, queries, targets, reduction="max")
 
 
-def test_clustering_perfect_on_separated_blobs():
+def test_clustering_perfect_on_separated_blobs_and_near_zero_on_random_labels():
     x, y = make_blobs(
         n_samples=120, centers=4, cluster_std=0.3, center_box=(-20, 20), random_state=0
     )
@@ -266,9 +244,7 @@ def test_clustering_perfect_on_separated_blobs():
     clusters = clustering.cluster_embeddings(x, 4, seed=0)
     np.testing.assert_array_equal(clusters, clustering.cluster_embeddings(x, 4, seed=0))
     assert set(clusters) == {0, 1, 2, 3}
-
-
-def test_clustering_scores_near_zero_for_random_labels():
+    # Random labels: scores near zero.
     x, _ = make_blobs(n_samples=200, centers=4, cluster_std=0.3, random_state=1)
     random_labels = np.random.default_rng(0).integers(0, 4, 200)
     scores = clustering.clustering_scores(x, random_labels, n_clusters=4)

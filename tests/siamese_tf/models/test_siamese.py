@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import fit_on_two_replicas
 
 import siamese_tf  # noqa: F401  (registers the serializable classes)
 from siamese_tf import losses
@@ -51,19 +52,8 @@ def test_train_step_on_two_replicas_matches_hand_computed_loss_and_update(two_cp
         model = make_model(seed=7)
     for w, w0 in zip(model.trainable_weights, weights_before):
         np.testing.assert_array_equal(w.numpy(), w0)
-
-    def dataset_fn(context):
-        # One input pipeline feeds the two local replicas in turn: replica r gets half r.
-        xs = np.stack([h[0] for h in halves])
-        ys = np.stack([h[1] for h in halves])
-        return tf.data.Dataset.from_tensor_slices((xs, ys))
-
-    history = model.fit(
-        strategy.distribute_datasets_from_function(dataset_fn),
-        epochs=1,
-        steps_per_epoch=1,
-        verbose=0,
-    )
+    global_batch = tuple(np.concatenate(part) for part in zip(*halves))
+    history = fit_on_two_replicas(strategy, model, [global_batch])
     np.testing.assert_allclose(history.history["loss"][0], expected_loss.numpy(), rtol=1e-5)
     for w, expected in zip(model.trainable_weights, expected_weights):
         replicas = [v.numpy() for v in w.values] if hasattr(w, "values") else [w.numpy()]
@@ -85,8 +75,9 @@ def test_pair_batches_train_and_report_distances(head):
     assert distances.shape == (8,) and decisions.dtype == tf.bool
 
 
-def test_keras_round_trip_in_safe_mode(tmp_path):
+def test_new_model_is_uncalibrated_and_keras_round_trip_in_safe_mode(tmp_path):
     model = make_model(head=PairClassifierHead())
+    assert float(model.threshold.numpy()) == UNCALIBRATED  # a new model
     model.threshold.assign(0.42)
     images, _ = pk_batch(3)
     path = str(tmp_path / "model.keras")
@@ -99,10 +90,6 @@ def test_keras_round_trip_in_safe_mode(tmp_path):
     np.testing.assert_allclose(
         loaded.pair_distances(emb, emb[::-1]), model.pair_distances(emb, emb[::-1]), atol=1e-6
     )
-
-
-def test_new_model_is_uncalibrated():
-    assert float(make_model().threshold.numpy()) == UNCALIBRATED
 
 
 def _bare_model(loss, **kwargs):
@@ -171,21 +158,10 @@ def test_cross_replica_mining_equals_one_replica_on_the_global_batch(loss, two_c
     single = make_model(seed=3, loss=loss, proxies=proxies())
     single_logs = single.train_on_batch(images, labels, return_dict=True)
     # Two replicas, each with half the classes, mining over the gathered global batch.
-    strategy = two_cpus
-    with strategy.scope():
+    with two_cpus.scope():
         model = make_model(seed=3, loss=loss, proxies=proxies())
         model.cross_replica_mining = True
-
-    def dataset_fn(context):
-        halves = (images.reshape(2, 12, *SHAPE), labels.reshape(2, 12))
-        return tf.data.Dataset.from_tensor_slices(halves)
-
-    history = model.fit(
-        strategy.distribute_datasets_from_function(dataset_fn),
-        epochs=1,
-        steps_per_epoch=1,
-        verbose=0,
-    )
+    history = fit_on_two_replicas(two_cpus, model, [(images, labels)])
     np.testing.assert_allclose(history.history["loss"][0], single_logs["loss"], rtol=1e-5)
     for w, expected in zip(model.trainable_weights, single.trainable_weights):
         np.testing.assert_allclose(w.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
@@ -196,21 +172,9 @@ def test_per_replica_mining_differs_from_global_mining(two_cpus):
     images, labels = pk_batch(5, p=6, k=4)
     single = make_model(seed=3)
     single_loss = single.train_on_batch(images, labels, return_dict=True)["loss"]
-    strategy = two_cpus
-    with strategy.scope():
+    with two_cpus.scope():
         model = make_model(seed=3)
-
-    def dataset_fn(context):
-        return tf.data.Dataset.from_tensor_slices(
-            (images.reshape(2, 12, *SHAPE), labels.reshape(2, 12))
-        )
-
-    history = model.fit(
-        strategy.distribute_datasets_from_function(dataset_fn),
-        epochs=1,
-        steps_per_epoch=1,
-        verbose=0,
-    )
+    history = fit_on_two_replicas(two_cpus, model, [(images, labels)])
     fn = losses.TripletSemiHardLoss(margin=0.5)
     halves = [
         fn(labels[i * 12 : (i + 1) * 12], single_embeddings)
