@@ -14,6 +14,7 @@ from helpers import check_anchor_halves, value_and_grad
 from helpers import unit_rows as _unit
 
 from siamese_tf import losses
+from siamese_tf.losses import margin_cosines
 
 TOL = 1e-5
 
@@ -283,5 +284,16 @@ def test_arcface_matches_the_definition_with_finite_gradients(variant, margin):
     value, grad = value_and_grad(lambda c: loss(labels, c), cosines)
     np.testing.assert_allclose(value, ref_arcface(labels, cosines, margin, 16.0, variant), rtol=TOL)
     assert np.all(np.isfinite(grad))
+    # The hand-written derivative equals autodiff of the definition (margin cosines, softmax
+    # cross-entropy), edges included.
+    _, autodiff = value_and_grad(
+        lambda c: tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=labels, logits=16.0 * margin_cosines(labels, c, margin, variant)
+            )
+        ),
+        cosines,
+    )
+    np.testing.assert_allclose(grad, autodiff, rtol=1e-4, atol=1e-6)  # float32 round-off
     restored = keras.losses.deserialize(keras.losses.serialize(loss))
     assert restored.get_config() == loss.get_config()
