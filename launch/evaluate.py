@@ -78,6 +78,14 @@ flags.DEFINE_string(
     "Score every example of another dataset (with --split=all), e.g. classes training never "
     "saw: tfds:omniglot_local:evaluation. Resized to the run's image_size.",
 )
+flags.DEFINE_integer(
+    "tta_shift",
+    0,
+    "Test-time augmentation (oneshot, retrieval, clustering, omniglot_runs): each embedding is "
+    "the normalised mean over every translation of its image by up to N pixels per axis "
+    "((2N+1)^2 views, edges mirrored); reports get a _ttaN suffix. 0: off. Not with "
+    "verification (its threshold was calibrated without it).",
+)
 FLAGS = flags.FLAGS
 # Some protocols failed (each on its `error:` line and in its JSON); the others completed.
 EXIT_SOME_FAILED = 3
@@ -104,7 +112,9 @@ def main(argv):
     results = evaluation.evaluate(FLAGS.workdir, FLAGS.protocol, options)
     for protocol, result in results.items():
         path = os.path.join(
-            FLAGS.workdir, evaluation.EVAL_DIR, evaluation.report_filename(protocol, FLAGS.split)
+            FLAGS.workdir,
+            evaluation.EVAL_DIR,
+            evaluation.report_filename(protocol, FLAGS.split, FLAGS.tta_shift),
         )
         if result["status"] == "failed":
             print(f"error: {protocol}: {result['error']} ({path})", file=sys.stderr)

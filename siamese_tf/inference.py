@@ -16,7 +16,7 @@ from siamese_tf.data.source import Source
 from siamese_tf.threshold import is_calibrated
 
 
-def embed(model, images, batch_size: int = 512) -> np.ndarray:
+def embed(model, images, batch_size: int = 512, tta_shift: int = 0) -> np.ndarray:
     """Embeds images on this host, batch by batch, in inference mode.
 
     Deliberately not `model.predict`: under MultiWorkerMirroredStrategy `predict` is a collective
@@ -24,14 +24,20 @@ def embed(model, images, batch_size: int = 512) -> np.ndarray:
     A local forward pass reads the (synchronised) weights and needs no other worker.
 
     Args:
-      model: a `SiameseModel` (or any model mapping images to embeddings).
+      model: a `SiameseModel` (or any model mapping images to L2-normalised embeddings).
       images: uint8 array [N, H, W, C], or a `Source` (read batch by batch).
       batch_size: images per forward pass.
+      tta_shift: test-time augmentation: each embedding is the L2-normalised mean of the
+        embeddings of every translation of its image by up to this many pixels along each axis
+        ((2 * tta_shift + 1)² views; the edges mirrored into the uncovered border). 0: off.
 
     Returns:
       float32 embeddings [N, D].
+
+    Raises:
+      ValueError: `tta_shift` negative, or not below half the image's height and width.
     """
-    forward = _forward_fn(model)
+    forward = _forward_fn(model, tta_shift)
     chunks = [np.asarray(forward(tf.constant(b)), np.float32) for b in _batches(images, batch_size)]
     if not chunks:
         return np.zeros((0, model.output_shape[-1]), np.float32)
@@ -85,11 +91,52 @@ def nearest_gallery_labels(model, query_embeddings, gallery, batch_size: int = 5
 _FORWARD = weakref.WeakKeyDictionary()
 
 
-def _forward_fn(model):
-    """One traced inference function per model, kept while the model lives (no retracing)."""
-    if model not in _FORWARD:
-        _FORWARD[model] = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    return _FORWARD[model]
+def _forward_fn(model, tta_shift: int = 0):
+    """One traced inference function per (model, tta_shift), kept while the model lives."""
+    if tta_shift < 0:
+        raise ValueError(f"tta_shift must be >= 0, got {tta_shift}")
+    functions = _FORWARD.setdefault(model, {})
+    if tta_shift not in functions:
+        if tta_shift == 0:
+            functions[0] = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        else:
+            functions[tta_shift] = _translation_averaged(model, tta_shift)
+    return functions[tta_shift]
+
+
+def _translation_averaged(model, shift: int):
+    """`images -> embeddings`: the normalised mean over every translation by <= `shift` pixels.
+
+    The views are embedded one after another (a graph loop), not stacked into one batch, so
+    memory stays that of one batch whatever the number of views. Mirroring the edges (not a
+    constant fill) keeps the background of any dataset: dark digits on white or white strokes
+    on black alike.
+    """
+    side = 2 * shift + 1
+
+    @tf.function(reduce_retracing=True)
+    def averaged(images):
+        shape = tf.shape(images)
+        padded = tf.pad(images, [[0, 0], [shift, shift], [shift, shift], [0, 0]], "SYMMETRIC")
+
+        def view(index):
+            return tf.slice(padded, [0, index // side, index % side, 0], shape)
+
+        total = model(view(0), training=False)
+        for index in tf.range(1, side * side):
+            total += model(view(index), training=False)
+        return tf.math.l2_normalize(total, axis=1)
+
+    def checked(images):
+        height, width = images.shape[1:3]
+        if 2 * shift >= min(height, width):
+            raise ValueError(
+                f"tta_shift={shift} needs images larger than {2 * shift} pixels on each side, "
+                f"got {height}x{width}"
+            )
+        return averaged(images)
+
+    return checked
 
 
 def pair_set_distances(model, images, pairs, batch_size: int = 512) -> np.ndarray:

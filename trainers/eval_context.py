@@ -55,6 +55,9 @@ class EvalOptions:
       data_dir: overrides the run's `data_dir`.
       dataset: another dataset spec to score whole (with split "all"), e.g. classes training
         never saw; empty: the run's own data.
+      tta_shift: test-time augmentation: every embedding averaged over the translations of its
+        image by up to this many pixels (`siamese_tf.inference.embed`); 0: off. Not with
+        verification, whose threshold was calibrated without it.
     """
 
     split: str = "test"
@@ -75,6 +78,7 @@ class EvalOptions:
     manual_dir: str = ""
     data_dir: str = ""
     dataset: str = ""
+    tta_shift: int = 0
 
     def check(self, protocols) -> None:
         """Validates the options for the given protocols (before anything is loaded).
@@ -94,7 +98,7 @@ class EvalOptions:
                 f"unknown projection {self.projection!r}; choose one of "
                 f"{', '.join(embedding_map.PROJECTIONS)}"
             )
-        for name in ("num_pairs", "bootstrap", "clusters", "batch_size"):
+        for name in ("num_pairs", "bootstrap", "clusters", "batch_size", "tta_shift"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("queries", "episodes"):
@@ -115,6 +119,19 @@ class EvalOptions:
             raise InputError(f"seed must be >= 0, got {self.seed}")
         if self.num_pairs == 1:
             raise InputError("num_pairs must be 0 (the run's pair set) or >= 2")
+
+    def check_image_shape(self, image_shape) -> None:
+        """Refuses a `tta_shift` the run's images are too small for.
+
+        Raises:
+          InputError: `2 * tta_shift` is not below the images' height and width.
+        """
+        if 2 * self.tta_shift >= min(image_shape[:2]):
+            raise InputError(
+                f"--tta_shift={self.tta_shift} needs images larger than {2 * self.tta_shift} "
+                f"pixels on each side; the run's are {image_shape[0]}x{image_shape[1]}: use a "
+                "smaller --tta_shift"
+            )
 
     def seed_for(self, run: Run, stream: str) -> int:
         """The sub-seed of one named stream (`siamese_tf.seeds.STREAMS`) of `seed`, else of
@@ -156,7 +173,7 @@ class EvalContext:
             run, options.split, options.manual_dir, options.data_dir, options.dataset
         )
         batch = options.batch_size or run.config.eval_batch_size
-        self.embeddings = embed(run.model, self.data.images, batch)
+        self.embeddings = embed(run.model, self.data.images, batch, options.tta_shift)
         check_finite(self.embeddings, f"the {self.data.name} split")
 
     def data_info(self) -> dict:

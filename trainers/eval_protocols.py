@@ -116,6 +116,13 @@ class Verification(EvalProtocol):
 
     name = "verification"
 
+    def check_options(self, options: EvalOptions) -> None:
+        if options.tta_shift:
+            raise InputError(
+                "--tta_shift does not apply to verification: its threshold was calibrated on "
+                "embeddings without test-time augmentation; evaluate verification without it"
+            )
+
     def check_run(self, run: Run) -> None:
         run.require_threshold()
 
@@ -329,8 +336,8 @@ class OmniglotRuns(EvalProtocol):
             [f"{r.name}/{f}" for r in runs for f in r.query_files],
         )
         batch = options.batch_size or run.config.eval_batch_size
-        emb_support = embed(run.model, support, batch)
-        emb_queries = embed(run.model, queries, batch)
+        emb_support = embed(run.model, support, batch, options.tta_shift)
+        emb_queries = embed(run.model, queries, batch, options.tta_shift)
         check_finite(emb_support, "the one-shot runs")
         check_finite(emb_queries, "the one-shot runs")
         e, (n, q) = len(runs), shapes.pop()

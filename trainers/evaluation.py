@@ -64,6 +64,7 @@ def evaluate(workdir: str, protocols, options: EvalOptions | None = None) -> dic
             f"({', '.join(names[:-1])} or {names[-1]})"
         )
     run = load_run(workdir)
+    options.check_image_shape(run.image_shape)
     can_plot = options.plots and plots.available()
     if options.plots and not can_plot:
         log.warning("matplotlib is not installed: no plots written (pip install matplotlib)")
@@ -77,6 +78,7 @@ def evaluate(workdir: str, protocols, options: EvalOptions | None = None) -> dic
             "pair_head": getattr(run.model, "head", None) is not None,
             "image_shape": list(run.image_shape),
         },
+        "tta_shift": options.tta_shift,
     }
     results = {}
     for protocol in chosen:  # What each can know before any data is loaded.
@@ -115,7 +117,10 @@ def evaluate(workdir: str, protocols, options: EvalOptions | None = None) -> dic
             result["plots"] = dict(context.plots)
             result["projector"] = projector
         wd.write_json_atomic(
-            os.path.join(eval_dir, report_filename(protocol.name, options.split)), result
+            os.path.join(
+                eval_dir, report_filename(protocol.name, options.split, options.tta_shift)
+            ),
+            result,
         )
     if all(r["status"] == "failed" for r in results.values()):
         raise InputError("; ".join(f"{p}: {r['error']}" for p, r in results.items()))
@@ -158,12 +163,14 @@ def _failed(protocol: str, common: dict, err: Exception) -> dict:
     return {"protocol": protocol, "status": "failed", "error": str(err), **common}
 
 
-def report_filename(protocol: str, split: str) -> str:
+def report_filename(protocol: str, split: str, tta_shift: int = 0) -> str:
     """`<protocol>.json` for the test split (and protocols without a split, e.g. the runs),
-    else `<protocol>_<split>.json`."""
+    else `<protocol>_<split>.json`; `_tta<N>` before `.json` with test-time augmentation, so
+    it does not replace the plain report."""
+    suffix = f"_tta{tta_shift}" if tta_shift else ""
     if split == "test" or not PROTOCOLS[protocol].uses_split:
-        return f"{protocol}.json"
-    return f"{protocol}_{split}.json"
+        return f"{protocol}{suffix}.json"
+    return f"{protocol}_{split}{suffix}.json"
 
 
 def headline(protocol: str, result: dict) -> dict:

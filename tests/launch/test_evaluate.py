@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import png_bytes, run_cli, tiny_config
+from helpers import one_error_line, png_bytes, run_cli, tiny_config
 
 from siamese_tf.data.images import decode_encoded_images
 from siamese_tf.data.one_shot_runs import read_omniglot_runs
@@ -204,6 +204,26 @@ def test_cli_writes_reports_plots_and_projector(workdir):
     assert len((projector / "metadata.tsv").read_text().splitlines()) == labels.size + 1
     verification = json.loads((workdir / "eval" / "verification.json").read_text())
     assert verification["projector"] == str(projector)
+
+
+def test_cli_tta_shift_embeds_translations_beside_the_plain_report(workdir, finished_run):
+    result = run_cli("evaluate", f"--workdir={workdir}", "--protocol=retrieval", "--tta_shift=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = json.loads((workdir / "eval" / "retrieval_tta1.json").read_text())
+    assert saved["tta_shift"] == 1 and not (workdir / "eval" / "retrieval.json").exists()
+    # The flag reaches the embeddings: recall@1 is the 1-NN accuracy of the averaged views.
+    run = evaluation.load_run(str(finished_run))
+    data = evaluation.load_split(run, "test")
+    augmented = embed(run.model, data.images, tta_shift=1)
+    expected = retrieval.nearest_neighbour_accuracy(augmented, data.labels, None, None)
+    assert saved["recall_at_k"]["1"] == pytest.approx(expected)
+    # Verification's threshold was calibrated without it: refused, as is a shift the 8x8 run's
+    # images cannot hold.
+    refused = run_cli("evaluate", f"--workdir={workdir}", "--tta_shift=1")
+    assert "--tta_shift does not apply to verification" in one_error_line(refused)
+    too_far = dataclasses.replace(FAST, tta_shift=4)
+    with pytest.raises(InputError, match="use a smaller --tta_shift"):
+        evaluation.evaluate(str(workdir), "retrieval", too_far)
 
 
 def test_pair_head_models_score_episodes_with_their_own_distance(monkeypatch):
