@@ -182,6 +182,16 @@ def _flag_help(flag, width: int) -> str:
     return f"{head}\n{body}" if flag.help else head
 
 
+def _may_leave_reads_in_flight(err: InputError) -> bool:
+    """Whether `err` is a prepared store's error: met in an input pipeline, other reads of that
+    pipeline may still be running."""
+    if "siamese_tf.data.store.layout" not in sys.modules:
+        return False
+    from siamese_tf.data.store.layout import StoreError
+
+    return isinstance(err, StoreError)
+
+
 def run(main, unknown_flag_hint: str = "") -> None:
     """`app.run(main)` where an `InputError` becomes one line on stderr and exit status 2.
 
@@ -201,6 +211,14 @@ def run(main, unknown_flag_hint: str = "") -> None:
         try:
             return main(argv)
         except InputError as err:
+            if _may_leave_reads_in_flight(err):
+                # The pipeline's reader threads may still be in flight; at interpreter exit they
+                # cannot take the GIL and TensorFlow's iterator destructor waits on them forever
+                # (a hang after the error line, seen in CI). Nothing is left to save: skip the
+                # teardown, as a lost worker does.
+                print(f"error: {err}", file=sys.stderr, flush=True)
+                sys.stdout.flush()
+                os._exit(EXIT_BAD_INPUT)
             fail(str(err))
         except KeyboardInterrupt:
             # Ctrl-C outside training (which saves and exits 130 itself): nothing to save.

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import os
 import time
+import traceback
 
 import keras
 import numpy as np
@@ -225,6 +227,12 @@ def _store_errors_as_input_errors():
         store_error = store_error_from(err)
         if store_error is None:
             raise
+        # The frames `fit` unwound still hold its dataset iterator, whose parallel reads may be
+        # in flight. Destroyed at interpreter exit, it can wait forever on reads that can no
+        # longer take the GIL; destroyed now, they finish. (The CLI also skips the teardown:
+        # launch/common.py.)
+        traceback.clear_frames(err.__traceback__)
+        gc.collect()
         raise store_error from None
 
 

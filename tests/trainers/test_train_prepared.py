@@ -20,7 +20,7 @@ def run(module, *args, wait=True):
     proc = start_cli(module, *args)
     if not wait:
         return proc
-    out, err = proc.communicate(timeout=300)
+    out, err = proc.communicate(timeout=180)
     return proc.returncode, out, err
 
 
