@@ -73,7 +73,9 @@ class Launch:
         return self.poll_until(pids, "the worker pids")
 
     def wait_for_backup(self, step):
-        return self.poll_until(lambda: (backup_steps(self.workdir) or [0])[-1] >= step, "a backup")
+        # The last *committed* backup: a step's files exist before the checkpoint state names
+        # it, and a kill in between rightly resumes from the one before.
+        return self.poll_until(lambda: committed_backup_step(self.workdir) >= step, "a backup")
 
     def summaries(self):
         found = re.findall(r"^\[worker (\d)\] summary: (.*)$", self.text(), re.M)
@@ -83,6 +85,11 @@ class Launch:
 def backup_steps(workdir):
     folder = pathlib.Path(workdir) / "backup"
     return sorted(int(p.name.split("-")[1].split(".")[0]) for p in folder.glob("step-*.index"))
+
+
+def committed_backup_step(workdir):
+    latest = tf.train.latest_checkpoint(str(pathlib.Path(workdir) / "backup"))
+    return int(latest.rsplit("-", 1)[-1]) if latest else 0
 
 
 def digests(launch):
