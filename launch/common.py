@@ -62,9 +62,17 @@ EXIT_PREEMPTED = 75
 EXIT_LOST_WORKER = 69
 
 
-def fail(message: str) -> None:
-    """Prints one line to stderr and exits with status 2 (bad input)."""
-    print(f"error: {message}", file=sys.stderr)
+def fail(message: str, teardown: bool = True) -> None:
+    """Prints one line to stderr and exits with status 2 (bad input).
+
+    Args:
+      message: what is wrong and what to do.
+      teardown: False skips the interpreter's teardown (`os._exit`, after flushing).
+    """
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    if not teardown:
+        sys.stdout.flush()
+        os._exit(EXIT_BAD_INPUT)
     sys.exit(EXIT_BAD_INPUT)
 
 
@@ -211,15 +219,11 @@ def run(main, unknown_flag_hint: str = "") -> None:
         try:
             return main(argv)
         except InputError as err:
-            if _may_leave_reads_in_flight(err):
-                # The pipeline's reader threads may still be in flight; at interpreter exit they
-                # cannot take the GIL and TensorFlow's iterator destructor waits on them forever
-                # (a hang after the error line, seen in CI). Nothing is left to save: skip the
-                # teardown, as a lost worker does.
-                print(f"error: {err}", file=sys.stderr, flush=True)
-                sys.stdout.flush()
-                os._exit(EXIT_BAD_INPUT)
-            fail(str(err))
+            # A store's reader threads may still be in flight; at interpreter exit they cannot
+            # take the GIL and TensorFlow's iterator destructor waits on them forever (a hang
+            # after the error line, seen in CI). Nothing is left to save: skip the teardown, as
+            # a lost worker does.
+            fail(str(err), teardown=not _may_leave_reads_in_flight(err))
         except KeyboardInterrupt:
             # Ctrl-C outside training (which saves and exits 130 itself): nothing to save.
             print("stopped: interrupted", file=sys.stderr)
