@@ -169,6 +169,15 @@ def _transpose_int(x):
     return tf.gather(tf.reshape(x, [-1]), flat)
 
 
+def _column(matrix, j):
+    """Column `j` of a matrix as [A, 1], `j` a tensor (a loop counter).
+
+    A gather, not `matrix[:, j : j + 1]`: XLA gives a strided slice with a run-time start the
+    shape of the whole matrix, and `--jit_compile` failed on it.
+    """
+    return tf.gather(matrix, j, axis=1)[:, None]
+
+
 # Up to this many queries per anchor, a masked arg-min per query (O(B²·K), a few cheap passes
 # each) beats bucketing (O(B² log K), but a B² searchsorted and a 64-bit segment minimum).
 # Measured (CPU time, 2-core CPU, B = 4096): the loop costs ~0.06 s per query, the buckets
@@ -183,7 +192,7 @@ def _closest_farther_by_loop(plain, negative, keys):
     num_queries = tf.shape(keys)[1]
 
     def body(j, columns):
-        farther = tf.where(negative_d > keys[:, j : j + 1], negative_d, inf)
+        farther = tf.where(negative_d > _column(keys, j), negative_d, inf)
         return j + 1, columns.write(j, _arg_extreme(farther))
 
     _, columns = tf.while_loop(
@@ -293,7 +302,7 @@ def _margin_counts_by_loop(plain, negative, keys):
     keys = tf.where(keys < float("inf"), keys, tf.constant(-float("inf"), keys.dtype))
 
     def body(j, active, counts):
-        hit = tf.logical_and(negative, plain < keys[:, j : j + 1])
+        hit = tf.logical_and(negative, plain < _column(keys, j))
         hit = tf.cast(hit, tf.int32)
         return j + 1, active + hit, counts.write(j, tf.reduce_sum(hit, axis=1))
 
@@ -322,7 +331,12 @@ def _margin_counts_by_buckets(plain, negative, keys):
     # per anchor and a cumulative sum; the extra last bin collects the non-negatives.
     bins = num_anchors * num_buckets
     segment = tf.where(negative, below + num_buckets * tf.range(num_anchors)[:, None], bins)
-    histogram = tf.math.bincount(tf.reshape(segment, [-1]), minlength=bins + 1, dtype=tf.int32)
+    # The raw op rather than `tf.math.bincount`, whose output size is computed from the data
+    # (max(segment) + 1), which XLA cannot compile; here the size comes from the shapes. (A
+    # segment sum also compiles but is 1.5x slower without XLA.)
+    histogram = tf.raw_ops.DenseBincount(
+        input=tf.reshape(segment, [-1]), size=bins + 1, weights=tf.constant([], tf.int32)
+    )
     histogram = tf.reshape(histogram[:bins], [num_anchors, num_buckets])
     sorted_counts = tf.cumsum(histogram, axis=1)[:, :-1]
     counts = gather_rows(sorted_counts, tf.argsort(order, axis=1))

@@ -377,12 +377,16 @@ def _arcface_rows(labels, cosines, margin, scale, variant):
 
     The derivative is written by hand and computed in the same compiled pass as the loss (as the
     pair losses' row functions do): autodiff of a compiled function ran a second compiled pass
-    over the B×C matrix for the backward. Labels outside [0, C) give NaN, not an error: the
-    trainer sizes C from the labels, and a NaN loss stops training.
+    over the B×C matrix for the backward. The true class's cosine is gathered ([B]) and the
+    softmax is taken over the other classes plus its margin logit, with one exponential per
+    entry: the one-hot product and a second exponential for the softmax made this pass 2× slower
+    (`python -m launch.benchmark --suite=mining`). Labels outside [0, C) give NaN, not an error:
+    the trainer sizes C from the labels, and a NaN loss stops training.
     """
     num_classes = tf.shape(cosines)[1]
-    one_hot = tf.one_hot(labels, num_classes, dtype=cosines.dtype)
-    target = tf.reduce_sum(one_hot * cosines, axis=1)
+    in_range = tf.logical_and(labels >= 0, labels < num_classes)
+    target = tf.gather(cosines, tf.clip_by_value(labels, 0, num_classes - 1)[:, None], batch_dims=1)
+    target = target[:, 0]
     if variant == "cosface":
         adjusted, slope = target - margin, tf.ones_like(target)
     else:
@@ -396,12 +400,19 @@ def _arcface_rows(labels, cosines, margin, scale, variant):
         )
         slope_inside = math.cos(margin) + math.sin(margin) * tf.math.divide_no_nan(target, sine)
         slope = tf.where(inside, slope_inside, tf.ones_like(target))
-    logits = scale * (cosines + one_hot * (adjusted - target)[:, None])
-    lse = tf.reduce_logsumexp(logits, axis=1)
-    in_range = tf.logical_and(labels >= 0, labels < num_classes)
-    values = tf.where(in_range, lse - scale * adjusted, tf.fill(tf.shape(lse), float("nan")))
-    softmax = tf.exp(logits - lse[:, None])
+    is_target = tf.range(num_classes)[None, :] == labels[:, None]
+    # Cosines are >= -1, so -2 is below every other class; `peak` is the row's largest logit
+    # / scale, subtracted before the exponential so that it cannot overflow.
+    others = tf.where(is_target, -2.0, cosines)
+    peak = tf.maximum(tf.reduce_max(others, axis=1), adjusted)
+    exp_others = tf.where(is_target, 0.0, tf.exp(scale * (others - peak[:, None])))
+    exp_target = tf.exp(scale * (adjusted - peak))
+    total = tf.reduce_sum(exp_others, axis=1) + exp_target
+    values = tf.math.log(total) + scale * (peak - adjusted)
+    values = tf.where(in_range, values, tf.fill(tf.shape(values), float("nan")))
     # d loss / d logits = softmax - one_hot; d logits / d cosines = scale, times `slope` on the
     # true class.
-    derivative = scale * (softmax - one_hot) * (1.0 + one_hot * (slope - 1.0)[:, None])
+    inverse = scale / total
+    target_derivative = (inverse * exp_target - scale) * slope
+    derivative = tf.where(is_target, target_derivative[:, None], exp_others * inverse[:, None])
     return values, derivative

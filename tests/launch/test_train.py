@@ -10,12 +10,20 @@ def run_train(*args, timeout=240):
     return run_cli("train", *args, timeout=timeout)
 
 
-def test_cli_trains_a_tiny_run(tmp_path):
+@pytest.mark.parametrize(
+    "extra",
+    # --jit_compile compiles the whole train step with XLA, semi-hard mining included.
+    [[], ["--jit_compile", "--loss=triplet_semihard"]],
+    ids=["default", "jit_compile_semihard"],
+)
+def test_cli_trains_a_tiny_run(tmp_path, extra):
     workdir = tmp_path / "run"
-    result = run_train(f"--workdir={workdir}", *TINY_FLAGS)
+    result = run_train(f"--workdir={workdir}", *TINY_FLAGS, *extra)
     assert result.returncode == 0, result.stderr[-2000:]
     assert 0.0 <= summary_of(result.stdout)["test_auc"] <= 1.0
     assert json.loads((workdir / "report.json").read_text())["steps"] == 3
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["jit_compile"] is ("--jit_compile" in extra)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from helpers import check_anchor_halves, value_and_grad
 from helpers import unit_rows as _unit
 
 from siamese_tf import losses
-from siamese_tf.losses import margin_cosines
+from siamese_tf.losses import arcface_loss, margin_cosines
 
 TOL = 1e-5
 
@@ -297,3 +297,44 @@ def test_arcface_matches_the_definition_with_finite_gradients(variant, margin):
     np.testing.assert_allclose(grad, autodiff, rtol=1e-4, atol=1e-6)  # float32 round-off
     restored = keras.losses.deserialize(keras.losses.serialize(loss))
     assert restored.get_config() == loss.get_config()
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["one_class", "dominant_target_small_scale", "dominant_target_large_scale", "all_far"],
+)
+def test_arcface_edge_batches_match_the_definition(case):
+    """Rows the softmax pass must not get wrong: one class, a true class far above the others
+    (its margin logit is what is left of the sum), every cosine near -1 (nothing near the peak)."""
+    rng = np.random.default_rng(31)
+    scale = {"dominant_target_small_scale": 1.0, "dominant_target_large_scale": 128.0}.get(
+        case, 64.0
+    )
+    classes = 1 if case == "one_class" else 9
+    labels = rng.integers(0, classes, 16)
+    cosines = rng.uniform(-1, 1, (16, classes))
+    if case.startswith("dominant_target"):
+        cosines = rng.uniform(-1, -0.9, (16, classes))
+        cosines[np.arange(16), labels] = 0.999
+    if case == "all_far":
+        cosines = rng.uniform(-1, -0.99, (16, classes))
+    cosines = cosines.astype(np.float32)
+    loss = losses.ArcFaceLoss(scale=scale)
+    value, grad = value_and_grad(lambda c: loss(labels, c), cosines)
+    np.testing.assert_allclose(value, ref_arcface(labels, cosines, 0.5, scale), rtol=TOL)
+    _, autodiff = value_and_grad(
+        lambda c: tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=labels, logits=scale * margin_cosines(labels, c, 0.5)
+            )
+        ),
+        cosines,
+    )
+    np.testing.assert_allclose(grad, autodiff, rtol=1e-4, atol=1e-6)
+
+
+def test_arcface_label_outside_the_classes_is_nan_not_an_error():
+    """The trainer sizes C from the labels; a label beyond it must stop training (NaN)."""
+    cosines = np.zeros((3, 4), np.float32)
+    values = arcface_loss(np.array([0, 4, -1]), cosines).numpy()
+    assert np.isfinite(values[0]) and np.isnan(values[1]) and np.isnan(values[2])

@@ -77,8 +77,8 @@ RUNS = {
     # always the uniform ones, so the weighting would be unobservable.
     "length": dict(epochs=3, steps_per_epoch=3, lr_schedule="cosine")
     | dict(class_weighting="proportional", dataset="npz:{tmp}/skewed.npz"),
-    # XLA compiles the pair-loss step; the triplet losses' mining does not compile yet (see
-    # test_xla_compiles_the_triplet_losses).
+    # XLA compiles the pair-loss step here; test_xla_compiles_every_pk_loss_... and the CLI's
+    # test_cli_trains_a_tiny_run cover the P×K losses.
     "numerics": dict(seed=1, mixed_precision=True, deterministic=True, jit_compile=True)
     | dict(loss="contrastive", pairs_per_batch=6),
     # max_steps cuts the run's last epoch (an epoch cut short is not recorded).
@@ -346,16 +346,34 @@ def test_every_config_field_changes_what_it_claims(field, runs):
         assert not check(base), f"the check of {field} also holds without it"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(tf.errors.InvalidArgumentError, tf.errors.UnimplementedError),
-    reason="mining slices keys[:, j : j + 1] in a while loop and uses tf.math.bincount and "
-    "unsorted_segment_min with run-time sizes, which XLA does not compile: --jit_compile fails "
-    "at the first step of every P×K triplet loss (found by the audit; mining.py is issue 15's)",
+@pytest.mark.parametrize("samples_per_class", [8, 16])  # 7 and 15 positive slots: both mining
+# paths (a loop per slot up to mining.LOOP_QUERIES_MAX, sorted buckets beyond)
+@pytest.mark.parametrize(
+    "loss",
+    [
+        losses_lib.TripletSemiHardLoss,
+        losses_lib.TripletHardLoss,
+        losses_lib.TripletBatchAllLoss,
+        losses_lib.MultiSimilarityLoss,
+        losses_lib.CircleLoss,
+        losses_lib.SupConLoss,
+    ],
 )
-@pytest.mark.parametrize("loss", [losses_lib.TripletSemiHardLoss, losses_lib.TripletBatchAllLoss])
-def test_xla_compiles_the_triplet_losses(loss):
-    labels = tf.constant(np.repeat(np.arange(10), 8))
-    embeddings = tf.math.l2_normalize(tf.random.stateless_normal([80, 16], seed=[0, 1]), axis=1)
-    compiled = tf.function(lambda y, e: loss(margin=0.5)(y, e), jit_compile=True)
-    assert np.isfinite(float(compiled(labels, embeddings)))
+def test_xla_compiles_every_pk_loss_to_the_same_value_and_gradient(loss, samples_per_class):
+    """`--jit_compile` compiles the whole train step: every P×K loss must compile under XLA."""
+    labels = tf.constant(np.repeat(np.arange(10), samples_per_class))
+    embeddings = tf.math.l2_normalize(
+        tf.random.stateless_normal([10 * samples_per_class, 16], seed=[0, 1]), axis=1
+    )
+
+    def value_and_gradient(y, e):
+        with tf.GradientTape() as tape:
+            tape.watch(e)
+            value = loss()(y, e)
+        return value, tape.gradient(value, e)
+
+    compiled = tf.function(value_and_gradient, jit_compile=True)(labels, embeddings)
+    eager = value_and_gradient(labels, embeddings)
+    np.testing.assert_allclose(compiled[0], eager[0], rtol=1e-5)
+    # float32 round-off: XLA orders the sums differently (circle's gamma = 80 amplifies it).
+    np.testing.assert_allclose(compiled[1], eager[1], rtol=1e-4, atol=1e-5)
