@@ -145,10 +145,17 @@ LOSSES = {
         ref_multi_similarity,
         dict(alpha=1.0, beta=10.0, base=0.2),
     ),
+    # Exponents spread beyond similarity_losses._FIXED_SHIFT_MAX: the row-maximum paths.
+    "multi_similarity_large_beta": (
+        losses.multi_similarity_loss,
+        ref_multi_similarity,
+        dict(beta=200.0),
+    ),
     "circle": (losses.circle_loss, ref_circle, {}),
     "circle_params": (losses.circle_loss, ref_circle, dict(m=0.25, gamma=256.0)),
     "supcon": (losses.supcon_loss, ref_supcon, {}),
     "supcon_params": (losses.supcon_loss, ref_supcon, dict(temperature=0.5)),
+    "supcon_small_temperature": (losses.supcon_loss, ref_supcon, dict(temperature=0.02)),
 }
 
 
@@ -335,6 +342,7 @@ def test_arcface_edge_batches_match_the_definition(case):
 
 def test_arcface_label_outside_the_classes_is_nan_not_an_error():
     """The trainer sizes C from the labels; a label beyond it must stop training (NaN)."""
-    cosines = np.zeros((3, 4), np.float32)
-    values = arcface_loss(np.array([0, 4, -1]), cosines).numpy()
-    assert np.isfinite(values[0]) and np.isnan(values[1]) and np.isnan(values[2])
+    for dtype in (np.float32, np.float64):  # float64 cosines are computed in float64
+        values = arcface_loss(np.array([0, 4, -1]), np.zeros((3, 4), dtype)).numpy()
+        assert values.dtype == dtype
+        assert np.isfinite(values[0]) and np.isnan(values[1]) and np.isnan(values[2])
