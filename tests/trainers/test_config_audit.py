@@ -346,18 +346,21 @@ def test_every_config_field_changes_what_it_claims(field, runs):
         assert not check(base), f"the check of {field} also holds without it"
 
 
-@pytest.mark.parametrize("samples_per_class", [8, 16])  # 7 and 15 positive slots: both mining
-# paths (a loop per slot up to mining.LOOP_QUERIES_MAX, sorted buckets beyond)
 @pytest.mark.parametrize(
-    "loss",
+    "loss, samples_per_class",
     [
-        losses_lib.TripletSemiHardLoss,
-        losses_lib.TripletHardLoss,
-        losses_lib.TripletBatchAllLoss,
-        losses_lib.MultiSimilarityLoss,
-        losses_lib.CircleLoss,
-        losses_lib.SupConLoss,
+        # 7 and 15 positive slots: both mining paths (a loop per slot up to
+        # mining.LOOP_QUERIES_MAX, sorted buckets beyond) of the losses that mine.
+        (losses_lib.TripletSemiHardLoss, 8),
+        (losses_lib.TripletSemiHardLoss, 16),
+        (losses_lib.TripletBatchAllLoss, 8),
+        (losses_lib.TripletBatchAllLoss, 16),
+        (losses_lib.TripletHardLoss, 8),
+        (losses_lib.MultiSimilarityLoss, 8),
+        (losses_lib.CircleLoss, 8),
+        (losses_lib.SupConLoss, 8),
     ],
+    ids=lambda v: getattr(v, "__name__", str(v)),
 )
 def test_xla_compiles_every_pk_loss_to_the_same_value_and_gradient(loss, samples_per_class):
     """`--jit_compile` compiles the whole train step: every P×K loss must compile under XLA."""
