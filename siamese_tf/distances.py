@@ -33,7 +33,7 @@ METRICS = ("L2", "squared-L2", "angular")
 _HALF = (tf.float16, tf.bfloat16)
 
 
-def _precise(x) -> tf.Tensor:
+def precise(x) -> tf.Tensor:
     """Float tensor in at least float32 (half precision is cast up, float64 is kept)."""
     x = tf.convert_to_tensor(x)
     if not x.dtype.is_floating or x.dtype in _HALF:
@@ -166,9 +166,9 @@ def pairwise_distances(embeddings, metric="L2", anchor_indices=None) -> tf.Tenso
       ValueError: unknown metric name.
     """
     check_metric(metric)
-    embeddings = _precise(embeddings)
+    embeddings = precise(embeddings)
     if callable(metric):
-        matrix = _precise(metric(embeddings))
+        matrix = precise(metric(embeddings))
         if anchor_indices is not None:
             matrix = tf.gather(matrix, anchor_indices)
         return matrix
@@ -200,9 +200,9 @@ def pair_distances(a, b, metric="L2") -> tf.Tensor:
       ValueError: unknown metric name.
     """
     check_metric(metric)
-    a, b = _precise(a), _precise(b)
+    a, b = precise(a), precise(b)
     if callable(metric):
-        return _precise(metric(a, b))
+        return precise(metric(a, b))
     if metric == "angular":
         cosine = tf.reduce_sum(tf.math.l2_normalize(a, -1) * tf.math.l2_normalize(b, -1), -1)
         return tf.maximum(1.0 - cosine, 0.0)

@@ -4,7 +4,7 @@ This module holds the Keras loss classes and is the public namespace of every lo
 the triplet losses' functional forms are defined in `siamese_tf.triplet_losses`, those of
 `MultiSimilarityLoss`, `CircleLoss`, `SupConLoss` (cosine similarity, the values of
 pytorch-metric-learning 2.x's losses of the same names with their default reducers) and the
-proxy loss `ArcFaceLoss` in `siamese_tf.similarity_losses`; all are importable from here. The
+proxy loss `ArcFaceLoss` in `siamese_tf.proxy_losses`; all are importable from here. The
 rest of this docstring is about the TFA successors.
 
 `ContrastiveLoss`, `TripletSemiHardLoss` and `TripletHardLoss` take the constructor arguments,
@@ -59,12 +59,14 @@ import keras
 import tensorflow as tf
 
 from siamese_tf import distances as distances_lib
-from siamese_tf.similarity_losses import (  # noqa: F401  (re-exported: the public namespace)
+from siamese_tf.proxy_losses import (  # noqa: F401  (re-exported: the public namespace)
     ARCFACE_VARIANTS,
     arcface_loss,
+    margin_cosines,
+)
+from siamese_tf.similarity_losses import (  # noqa: F401  (re-exported: the public namespace)
     circle_loss,
     circle_loss_terms,
-    margin_cosines,
     multi_similarity_loss,
     multi_similarity_loss_terms,
     supcon_loss,

@@ -1,10 +1,10 @@
-"""Cosine-similarity losses: multi-similarity, circle, supervised contrastive; ArcFace / CosFace.
+"""Cosine-similarity losses: multi-similarity, circle, supervised contrastive.
 
-The functional forms behind `siamese_tf.losses.MultiSimilarityLoss`, `CircleLoss`, `SupConLoss`
-and `ArcFaceLoss`. The three pair-based losses score every (anchor, other example) pair of a
-labelled batch on the cosine similarity of embeddings they L2-normalise themselves, with the
-definitions and default reductions of pytorch-metric-learning 2.x (PML) — no miner, default
-reducer:
+The functional forms behind `siamese_tf.losses.MultiSimilarityLoss`, `CircleLoss` and
+`SupConLoss` (the proxy losses ArcFace / CosFace are in `siamese_tf.proxy_losses`). They score
+every (anchor, other example) pair of a labelled batch on the cosine similarity of embeddings
+they L2-normalise themselves, with the definitions and default reductions of
+pytorch-metric-learning 2.x (PML) — no miner, default reducer:
 
 * multi-similarity (Wang et al. 2019), per anchor a with positives P_a and negatives N_a:
   `1/alpha log(1 + sum_P exp(-alpha (s - base))) + 1/beta log(1 + sum_N exp(beta (s - base)))`,
@@ -28,28 +28,13 @@ value on the whole batch. Results are float32 for float16 / bfloat16 embeddings.
 
 Degenerate batches follow PML: multi-similarity keeps its negative (no positive pair) or
 positive (one class) term, with a gradient; circle and SupCon give 0 with a zero gradient.
-
-ArcFace (Deng et al. 2019) and CosFace (Wang et al. 2018) are proxy losses: `arcface_loss` takes
-the cosines of the embeddings to learned class proxies (`siamese_tf.heads.ClassProxies`) and
-applies the margin to the true class before a scaled softmax cross-entropy.
 """
 
 from __future__ import annotations
 
-import math
-
 import tensorflow as tf
 
-from siamese_tf.distances import safe_sqrt
-
-_HALF = (tf.float16, tf.bfloat16)
-
-
-def _precise(x) -> tf.Tensor:
-    x = tf.convert_to_tensor(x)
-    if not x.dtype.is_floating or x.dtype in _HALF:
-        x = tf.cast(x, tf.float32)
-    return x
+from siamese_tf.distances import precise
 
 
 def _anchor_rows(batch_size, anchor_indices):
@@ -68,7 +53,7 @@ def cosine_similarity_rows(embeddings, anchor_indices=None) -> tf.Tensor:
     Returns:
       float32 (float64 for float64 input) [A, B].
     """
-    unit = tf.math.l2_normalize(_precise(embeddings), axis=1)
+    unit = tf.math.l2_normalize(precise(embeddings), axis=1)
     rows = _anchor_rows(tf.shape(unit)[0], anchor_indices)
     return tf.matmul(tf.gather(unit, rows), unit, transpose_b=True)
 
@@ -213,7 +198,7 @@ def _row_losses(rows_fn, y_true, y_pred, anchor_indices, *params):
     — the per-anchor scale is applied to [A, D] operands, not to the [A, B] matrix.
     """
     labels = tf.reshape(tf.convert_to_tensor(y_true), [-1])
-    unit = tf.math.l2_normalize(_precise(y_pred), axis=1)
+    unit = tf.math.l2_normalize(precise(y_pred), axis=1)
     anchor_rows = _anchor_rows(tf.shape(labels)[0], anchor_indices)
     anchor_labels = tf.gather(labels, anchor_rows)
 
@@ -355,118 +340,3 @@ def supcon_loss(y_true, y_pred, temperature=0.1, anchor_indices=None):
       float32 scalar (not scaled for distribution): the mean over anchors with a non-zero loss.
     """
     return _mean(supcon_loss_terms(y_true, y_pred, temperature, anchor_indices))
-
-
-ARCFACE_VARIANTS = ("arcface", "cosface")
-
-
-def margin_cosines(y_true, cosines, margin=0.5, variant="arcface"):
-    """The cosines with the true class's entry replaced by its margin version.
-
-    ArcFace: `cos(theta + m)` where `theta + m <= pi`, and beyond that `cos(theta) - m sin(m)`
-    (insightface's continuation, which keeps the logit decreasing in theta); computed as
-    `cos theta cos m - sin theta sin m` with a square root whose gradient is 0, not inf, at
-    `|cos theta| = 1`, so gradients are finite everywhere. CosFace: `cos theta - m`.
-
-    Args:
-      y_true: [B] int class indices in [0, C).
-      cosines: [B, C] cosines of the embeddings to the class proxies.
-      margin: additive angular margin in radians (arcface) or additive cosine margin (cosface).
-      variant: "arcface" or "cosface".
-
-    Returns:
-      [B, C] float tensor.
-
-    Raises:
-      ValueError: unknown variant.
-    """
-    if variant not in ARCFACE_VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(ARCFACE_VARIANTS)}")
-    cosines = _precise(cosines)
-    labels = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
-    target = tf.gather(cosines, labels[:, None], batch_dims=1)[:, 0]
-    if variant == "cosface":
-        adjusted = target - margin
-    else:
-        sine = safe_sqrt(tf.maximum(1.0 - tf.square(target), 0.0))
-        adjusted = target * math.cos(margin) - sine * math.sin(margin)
-        adjusted = tf.where(
-            target > math.cos(math.pi - margin), adjusted, target - math.sin(margin) * margin
-        )
-    one_hot = tf.one_hot(labels, tf.shape(cosines)[1], dtype=cosines.dtype)
-    return cosines + one_hot * (adjusted - target)[:, None]
-
-
-def arcface_loss(y_true, cosines, margin=0.5, scale=64.0, variant="arcface"):
-    """Per-example ArcFace / CosFace loss: softmax cross-entropy of `scale` × margin cosines.
-
-    Args:
-      y_true: [B] (or [B, 1]) int class indices in [0, C).
-      cosines: [B, C] cosines of the embeddings to the class proxies.
-      margin: additive angular margin in radians (arcface, default 0.5) or additive cosine
-        margin (cosface, e.g. 0.35).
-      scale: the logit scale s. Default 64.
-      variant: "arcface" or "cosface".
-
-    Returns:
-      float32 [B] losses (not reduced, not scaled).
-    """
-    if variant not in ARCFACE_VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(ARCFACE_VARIANTS)}")
-    labels = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
-
-    @tf.custom_gradient
-    def losses(cosines):
-        values, derivative = _arcface_rows(labels, cosines, float(margin), float(scale), variant)
-        return values, lambda upstream: upstream[:, None] * derivative
-
-    return losses(_precise(cosines))
-
-
-@tf.function(jit_compile=True)
-def _arcface_rows(labels, cosines, margin, scale, variant):
-    """Per-example losses [B] and their derivative [B, C] with respect to the cosines.
-
-    The derivative is written by hand and computed in the same compiled pass as the loss (as the
-    pair losses' row functions do): autodiff of a compiled function ran a second compiled pass
-    over the B×C matrix for the backward. The true class's cosine is gathered ([B]) and the
-    softmax is taken over the other classes plus its margin logit, with one exponential per
-    entry: the one-hot product and a second exponential for the softmax made this pass 2× slower
-    (`python -m launch.benchmark --suite=mining`). Labels outside [0, C) give NaN, not an error:
-    the trainer sizes C from the labels, and a NaN loss stops training.
-    """
-    num_classes = tf.shape(cosines)[1]
-    in_range = tf.logical_and(labels >= 0, labels < num_classes)
-    target = tf.gather(cosines, tf.clip_by_value(labels, 0, num_classes - 1)[:, None], batch_dims=1)
-    target = target[:, 0]
-    if variant == "cosface":
-        adjusted, slope = target - margin, tf.ones_like(target)
-    else:
-        # As `margin_cosines`; d sine / d target = -target / sine, 0 where sine = 0 (safe_sqrt).
-        sine = tf.sqrt(tf.maximum(1.0 - tf.square(target), 0.0))
-        inside = target > math.cos(math.pi - margin)
-        adjusted = tf.where(
-            inside,
-            target * math.cos(margin) - sine * math.sin(margin),
-            target - math.sin(margin) * margin,
-        )
-        slope_inside = math.cos(margin) + math.sin(margin) * tf.math.divide_no_nan(target, sine)
-        slope = tf.where(inside, slope_inside, tf.ones_like(target))
-    is_target = tf.range(num_classes)[None, :] == labels[:, None]
-    # Cosines are >= -1, so -2 is below every other class; `peak` is the row's largest logit
-    # / scale, subtracted before the exponential so that it cannot overflow.
-    others = tf.where(is_target, tf.constant(-2.0, cosines.dtype), cosines)
-    peak = tf.maximum(tf.reduce_max(others, axis=1), adjusted)
-    exp_others = tf.where(
-        is_target, tf.zeros([], cosines.dtype), tf.exp(scale * (others - peak[:, None]))
-    )
-    exp_target = tf.exp(scale * (adjusted - peak))
-    total = tf.reduce_sum(exp_others, axis=1) + exp_target
-    values = tf.math.log(total) + scale * (peak - adjusted)
-    values = tf.where(in_range, values, tf.constant(float("nan"), values.dtype))
-    # d loss / d logits = softmax - one_hot; d logits / d cosines = scale, times `slope` on the
-    # true class.
-    inverse = scale / total
-    target_derivative = (inverse * exp_target - scale) * slope
-    derivative = tf.where(is_target, target_derivative[:, None], exp_others * inverse[:, None])
-    return values, derivative
