@@ -67,7 +67,7 @@ def arcface_loss(y_true, cosines, margin=0.5, scale=64.0, variant="arcface"):
       variant: "arcface" or "cosface".
 
     Returns:
-      float32 [B] losses (not reduced, not scaled).
+      [B] losses (not reduced, not scaled): float32, float64 for float64 cosines.
     """
     if variant not in ARCFACE_VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(ARCFACE_VARIANTS)}")
