@@ -62,6 +62,7 @@ from siamese_tf import distances as distances_lib
 from siamese_tf.proxy_losses import (  # noqa: F401  (re-exported: the public namespace)
     ARCFACE_VARIANTS,
     arcface_loss,
+    arcface_mean_loss,
     margin_cosines,
 )
 from siamese_tf.similarity_losses import (  # noqa: F401  (re-exported: the public namespace)
@@ -440,6 +441,18 @@ class ArcFaceLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         return arcface_loss(y_true, y_pred, self.margin, self.scale, self.variant)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        # The mean without weights or mask, Keras's default, takes the one-pass path (its
+        # reduction around `call` is a dozen small ops; labels also stay integers instead of
+        # going through float32). Anything else goes through Keras.
+        plain = sample_weight is None and getattr(y_pred, "_keras_mask", None) is None
+        if not plain or self.reduction != "sum_over_batch_size":
+            return super().__call__(y_true, y_pred, sample_weight)
+        with tf.name_scope(self.name):
+            y_pred = tf.cast(tf.convert_to_tensor(y_pred), self.dtype)
+            mean = arcface_mean_loss(y_true, y_pred, self.margin, self.scale, self.variant)
+            return _scale_for_replicas(mean)
 
     def get_config(self):
         config = super().get_config()

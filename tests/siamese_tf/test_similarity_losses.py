@@ -120,6 +120,8 @@ def _batches():
     rng = np.random.default_rng(21)
     pk = np.repeat(np.arange(6), 4)
     dup = np.tile(_unit(rng, 3), (4, 1))  # every embedding 4 times, some with other labels
+    axes = np.eye(6, dtype=np.float32)
+    pairs = np.repeat(np.arange(6), 2)
     return [
         ("random", rng.integers(0, 5, 24), _unit(rng, 24)),
         ("pxk", pk, _unit(rng, 24)),
@@ -132,6 +134,10 @@ def _batches():
         ("single_example_classes", np.array([0, 0, 0, 1, 2, 3, 3, 4, 5]), _unit(rng, 9)),
         ("one_example", np.array([3]), _unit(rng, 1)),
         ("two_classes_high_dim", rng.integers(0, 2, 16), _unit(rng, 16, dim=64)),
+        # The ends of the exponents' ranges: every positive pair at cosine -1 (circle's largest
+        # positive exponent) or at 1, every negative at 0 (its smallest negative exponent).
+        ("antipodal_positives", pairs, np.stack([axes, -axes], axis=1).reshape(12, 6)),
+        ("identical_positives_orthogonal_negatives", pairs, np.repeat(axes, 2, axis=0)),
     ]
 
 
@@ -152,11 +158,19 @@ LOSSES = {
         dict(beta=200.0),
     ),
     "circle": (losses.circle_loss, ref_circle, {}),
+    # gamma above similarity_losses._CIRCLE_FIXED_SHIFT_MAX: the row-maximum path.
     "circle_params": (losses.circle_loss, ref_circle, dict(m=0.25, gamma=256.0)),
+    # The fixed-shift path at its widest: negative exponents span [0, gamma] = [0, 80].
+    "circle_no_margin": (losses.circle_loss, ref_circle, dict(m=0.0, gamma=80.0)),
     "supcon": (losses.supcon_loss, ref_supcon, {}),
     "supcon_params": (losses.supcon_loss, ref_supcon, dict(temperature=0.5)),
     "supcon_small_temperature": (losses.supcon_loss, ref_supcon, dict(temperature=0.02)),
 }
+
+
+# SupCon's value there, log(1 + 10 exp(-10)) = 4.5e-4, is the difference of terms of size 1/T = 10:
+# float32 resolves it to about ulp(1) = 1.2e-7 absolute (1e-4 relative), whatever the formulation.
+ATOL = {("identical_positives_orthogonal_negatives", "supcon"): 1e-6}
 
 
 @pytest.mark.parametrize("loss_name", list(LOSSES))
@@ -165,7 +179,8 @@ def test_values_match_the_definition(loss_name, name, labels, emb):
     fn, ref, kwargs = LOSSES[loss_name]
     value, grad = value_and_grad(lambda e: fn(labels, e, **kwargs), emb)
     assert value.dtype == np.float32
-    np.testing.assert_allclose(value, ref(labels, emb, **kwargs), rtol=TOL, atol=0)
+    atol = ATOL.get((name, loss_name), 0)
+    np.testing.assert_allclose(value, ref(labels, emb, **kwargs), rtol=TOL, atol=atol)
     assert grad is not None and np.all(np.isfinite(grad))
 
 
@@ -346,3 +361,29 @@ def test_arcface_label_outside_the_classes_is_nan_not_an_error():
         values = arcface_loss(np.array([0, 4, -1]), np.zeros((3, 4), dtype)).numpy()
         assert values.dtype == dtype
         assert np.isfinite(values[0]) and np.isnan(values[1]) and np.isnan(values[2])
+
+
+def test_arcface_loss_class_one_pass_mean_equals_keras_reduction(two_cpus):
+    """`ArcFaceLoss` without weights takes the one-pass mean; with them, Keras's reduction of
+    `arcface_loss`. Both give the same value and gradient, and 1/replicas under a strategy."""
+    rng = np.random.default_rng(32)
+    labels = rng.integers(0, 11, 40)
+    cosines = rng.uniform(-1, 1, (40, 11)).astype(np.float32)
+    for variant, margin in (("arcface", 0.5), ("cosface", 0.35)):
+        loss = losses.ArcFaceLoss(margin=margin, variant=variant)
+        value, grad = value_and_grad(lambda c: loss(labels, c), cosines)
+        weighted, weighted_grad = value_and_grad(
+            lambda c: loss(labels, c, sample_weight=np.ones(40, np.float32)), cosines
+        )
+        np.testing.assert_allclose(value, weighted, rtol=TOL)
+        np.testing.assert_allclose(grad, weighted_grad, rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(value, ref_arcface(labels, cosines, margin, 64.0, variant), TOL)
+    summed = losses.ArcFaceLoss(reduction="sum")(labels, cosines)
+    np.testing.assert_allclose(summed, np.sum(arcface_loss(labels, cosines)), rtol=TOL)
+    assert float(losses.ArcFaceLoss()(np.zeros(0, np.int64), np.zeros((0, 11), "f4"))) == 0.0
+    loss = losses.ArcFaceLoss()
+    values = two_cpus.experimental_local_results(
+        two_cpus.run(tf.function(lambda: loss(tf.constant(labels), tf.constant(cosines))))
+    )
+    expected = ref_arcface(labels, cosines, 0.5, 64.0)
+    np.testing.assert_allclose([v.numpy() for v in values], [expected / 2] * 2, rtol=TOL)
