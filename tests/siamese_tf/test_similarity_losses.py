@@ -369,11 +369,12 @@ def test_arcface_loss_class_one_pass_mean_equals_keras_reduction(two_cpus):
     rng = np.random.default_rng(32)
     labels = rng.integers(0, 11, 40)
     cosines = rng.uniform(-1, 1, (40, 11)).astype(np.float32)
+    weights = np.ones(40, np.float32)
     for variant, margin in (("arcface", 0.5), ("cosface", 0.35)):
         loss = losses.ArcFaceLoss(margin=margin, variant=variant)
-        value, grad = value_and_grad(lambda c: loss(labels, c), cosines)
+        value, grad = value_and_grad(lambda c, loss=loss: loss(labels, c), cosines)
         weighted, weighted_grad = value_and_grad(
-            lambda c: loss(labels, c, sample_weight=np.ones(40, np.float32)), cosines
+            lambda c, loss=loss: loss(labels, c, sample_weight=weights), cosines
         )
         np.testing.assert_allclose(value, weighted, rtol=TOL)
         np.testing.assert_allclose(grad, weighted_grad, rtol=1e-5, atol=1e-9)
