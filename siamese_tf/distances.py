@@ -172,6 +172,12 @@ def pairwise_distances(embeddings, metric="L2", anchor_indices=None) -> tf.Tenso
         if anchor_indices is not None:
             matrix = tf.gather(matrix, anchor_indices)
         return matrix
+    anchors, embeddings, coords = _operands(embeddings, metric, anchor_indices)
+    return _distance_matrix(anchors, embeddings, coords, metric)
+
+
+def _operands(embeddings, metric, anchor_indices):
+    """`(anchors [A, D], embeddings [B, D], self-distance coordinates [A, 2])` of a matrix."""
     if metric == "angular":
         embeddings = tf.math.l2_normalize(embeddings, axis=1)
     if anchor_indices is None:
@@ -181,7 +187,76 @@ def pairwise_distances(embeddings, metric="L2", anchor_indices=None) -> tf.Tenso
         self_columns = tf.cast(tf.reshape(anchor_indices, [-1]), tf.int32)
         anchors = tf.gather(embeddings, self_columns)
     coords = tf.stack([tf.range(tf.shape(self_columns)[0]), self_columns], axis=1)
-    return _distance_matrix(anchors, embeddings, coords, metric)
+    return anchors, embeddings, coords
+
+
+def selectable_distances(embeddings, metric="L2", anchor_indices=None):
+    """The distance matrix for mining, and its selected entries with a per-pair gradient.
+
+    Mining losses differentiate a few entries per row (each anchor's positives and mined
+    negatives). Gathered from `pairwise_distances`, their gradient is first scattered into a
+    dense [A, B] tensor that the matrix's backward pass then scans: five passes over the matrix,
+    as long as the forward pass itself at B=4096. `select` sends the gradient of its entries
+    straight to the embeddings instead, O(A·K·D), and the matrix is not kept for the backward.
+
+    Args:
+      embeddings: [B, D] float tensor (half precision is computed in float32).
+      metric: "L2", "squared-L2", "angular" or a callable (as `pairwise_distances`; a callable
+        metric's entries are gathered from its differentiable matrix).
+      anchor_indices: optional [A] int rows (default: all).
+
+    Returns:
+      `(matrix, select)`: the [A, B] `pairwise_distances` without gradient, and
+      `select(columns [A, K] int) -> [A, K]` with `out[i, k] = matrix[i, columns[i, k]]`,
+      differentiable with respect to `embeddings` (0 where a distance is 0, as the matrix's).
+
+    Raises:
+      ValueError: unknown metric name.
+    """
+    check_metric(metric)
+    if callable(metric):
+        matrix = pairwise_distances(embeddings, metric, anchor_indices)
+        return tf.stop_gradient(matrix), lambda columns: tf.gather(matrix, columns, batch_dims=1)
+    anchors, others, coords = _operands(precise(embeddings), metric, anchor_indices)
+    matrix = tf.stop_gradient(_distance_matrix(anchors, others, coords, metric))
+
+    def select(columns):
+        values = tf.gather(matrix, columns, batch_dims=1)
+        return _selected_entries(anchors, others, columns, values, metric)
+
+    return matrix, select
+
+
+def _selected_entries(x, y, columns, values, metric):
+    """`values` (entries `[i, columns[i, k]]` of the x-to-y matrix) with a per-pair gradient."""
+    columns = tf.cast(columns, tf.int32)
+
+    @tf.custom_gradient
+    def entries(x, y):
+        def grad(upstream):
+            # As the matrix's `by_pairs`: g = dL/d(squared distance, or cosine for angular).
+            if metric == "L2":
+                g = tf.math.divide_no_nan(0.5 * upstream, values)
+            else:
+                zero = tf.zeros_like(values)
+                g = tf.where(values > 0, -upstream if metric == "angular" else upstream, zero)
+            rows = tf.broadcast_to(tf.range(tf.shape(columns)[0])[:, None], tf.shape(columns))
+            rows, cols = tf.reshape(rows, [-1]), tf.reshape(columns, [-1])
+            weights = tf.reshape(g, [-1, 1])
+            if metric == "angular":  # d cos / dx_a = y_b, d cos / dy_b = x_a
+                to_x = weights * tf.gather(y, cols)
+                to_y = weights * tf.gather(x, rows)
+            else:  # d |x_a - y_b|² / dx_a = 2 (x_a - y_b) = -d / dy_b
+                to_x = 2.0 * weights * (tf.gather(x, rows) - tf.gather(y, cols))
+                to_y = -to_x
+            return (
+                tf.math.unsorted_segment_sum(to_x, rows, tf.shape(x)[0]),
+                tf.math.unsorted_segment_sum(to_y, cols, tf.shape(y)[0]),
+            )
+
+        return tf.identity(values), grad
+
+    return entries(x, y)
 
 
 def pair_distances(a, b, metric="L2") -> tf.Tensor:

@@ -236,6 +236,19 @@ def _closest_farther_by_buckets(plain, negative, keys, sorted_keys):
 def masked_semihard_negative_distances(pdist, negative, queries, valid=None, loop_queries_max=None):
     """`semihard_negative_distances` (the same selection) for a negative mask already built.
 
+    The distances gathered at `masked_semihard_negative_columns`: see it for the arguments.
+
+    Returns:
+      [A, Q] distances of the selected negatives, gathered from `pdist` (the gradient flows
+      to exactly the selected entries).
+    """
+    columns = masked_semihard_negative_columns(pdist, negative, queries, valid, loop_queries_max)
+    return gather_rows(pdist, columns)
+
+
+def masked_semihard_negative_columns(pdist, negative, queries, valid=None, loop_queries_max=None):
+    """The columns of the semi-hard negatives that `masked_semihard_negative_distances` gathers.
+
     Args:
       pdist: [A, B] float distances of the anchors to the whole batch.
       negative: bool [A, B] negative mask (`negative_mask`).
@@ -245,14 +258,13 @@ def masked_semihard_negative_distances(pdist, negative, queries, valid=None, loo
         buckets (default `LOOP_QUERIES_MAX`); both select the same negatives.
 
     Returns:
-      [A, Q] distances of the selected negatives, gathered from `pdist` (the gradient flows
-      to exactly the selected entries).
+      [A, Q] int32 columns of the selected negatives (no gradient: gather the distances, e.g.
+      with `gather_rows` or `distances.selectable_distances`, so that the gradient reaches
+      exactly the selected entries and nothing B×B is kept for the backward pass).
     """
     if loop_queries_max is None:
         loop_queries_max = LOOP_QUERIES_MAX
     keys, sorted_keys = _sorted_keys(queries, valid)
-    # Mining selects columns without gradient; the result is a gather of `pdist`, so the
-    # gradient reaches exactly the selected entries and nothing B×B is kept for the backward pass.
     plain = tf.stop_gradient(pdist)
     outside, found = tf.cond(
         tf.shape(keys)[1] <= loop_queries_max,
@@ -268,7 +280,7 @@ def masked_semihard_negative_distances(pdist, negative, queries, valid=None, loo
         lambda: farthest,
         lambda: tf.where(has_negative, farthest, masked_row_argmin(plain, tf.ones_like(negative))),
     )
-    return gather_rows(pdist, tf.where(found, outside, fallback))
+    return tf.where(found, outside, fallback)
 
 
 def semihard_negative_distances(pdist, labels, queries=None, anchor_indices=None):

@@ -29,18 +29,32 @@ def _no_gradient_if(condition, value):
     return tf.where(condition, tf.stop_gradient(value), value)
 
 
-def _prepare(y_true, y_pred, distance_metric, anchor_indices):
+def _prepare(y_true, y_pred, distance_metric, anchor_indices, dense=False):
     """What every triplet loss mines from: labels, distances, negatives and positive pairs.
 
+    Args:
+      dense: the loss differentiates the whole matrix (batch-all); otherwise only the entries
+        it selects, whose gradient goes straight to the embeddings
+        (`distances.selectable_distances`: no B×B pass in the backward).
+
     Returns:
-      `(labels [B], pdist [A, B], negative [A, B] bool, valid [A, K] bool, positive_d [A, K])`:
-      `positive_d[a, j]` is the distance of anchor a to its j-th positive where `valid`.
+      `(labels [B], pdist [A, B], negative [A, B] bool, valid [A, K] bool, positive_d [A, K],
+      select)`: `positive_d[a, j]` is the distance of anchor a to its j-th positive where
+      `valid`; `select(columns [A, Q])` gives the differentiable entries `pdist[a, columns[a, q]]`
+      (with `dense`, `pdist` itself is differentiable).
     """
     labels = tf.reshape(tf.convert_to_tensor(y_true), [-1])
-    pdist = distances_lib.pairwise_distances(y_pred, distance_metric, anchor_indices)
+    if dense:
+        pdist = distances_lib.pairwise_distances(y_pred, distance_metric, anchor_indices)
+
+        def select(columns):
+            return mining.gather_rows(pdist, columns)
+
+    else:
+        pdist, select = distances_lib.selectable_distances(y_pred, distance_metric, anchor_indices)
     negative = mining.negative_mask(labels, anchor_indices)
     columns, valid = mining.positive_slots(labels, anchor_indices)
-    return labels, pdist, negative, valid, mining.gather_rows(pdist, columns)
+    return labels, pdist, negative, valid, select(columns), select
 
 
 def semihard_loss_terms(y_true, y_pred, margin=1.0, distance_metric="L2", anchor_indices=None):
@@ -60,10 +74,10 @@ def semihard_loss_terms(y_true, y_pred, margin=1.0, distance_metric="L2", anchor
       `(loss_sum, num_positive_pairs)`, float scalars; the loss is their ratio. Zero gradient
       for a degenerate batch (see module docstring).
     """
-    labels, pdist, negative, valid, positive_d = _prepare(
+    labels, pdist, negative, valid, positive_d, select = _prepare(
         y_true, y_pred, distance_metric, anchor_indices
     )
-    negative_d = mining.masked_semihard_negative_distances(pdist, negative, positive_d, valid)
+    negative_d = select(mining.masked_semihard_negative_columns(pdist, negative, positive_d, valid))
     terms = tf.maximum(margin + (positive_d - negative_d), 0.0)
     loss_sum = tf.reduce_sum(tf.where(valid, terms, 0.0))
     count = tf.reduce_sum(tf.cast(valid, pdist.dtype))
@@ -91,7 +105,7 @@ def hard_loss_terms(
     Returns:
       `(loss_sum, num_anchors)`, float scalars.
     """
-    labels, pdist, negative, valid, positive_d = _prepare(
+    labels, pdist, negative, valid, positive_d, select = _prepare(
         y_true, y_pred, distance_metric, anchor_indices
     )
     inf = tf.constant(float("inf"), pdist.dtype)
@@ -108,16 +122,14 @@ def hard_loss_terms(
 
     # Arg-min/max then gather: the gradient is a scatter, and no B×B tensor is kept for it.
     has_positive = tf.reduce_any(valid, axis=1)
-    row_min = mining.gather_rows(pdist, columns_if_needed(has_positive, False))[:, 0]
+    row_min = select(columns_if_needed(has_positive, False))[:, 0]
     hardest_positive = tf.where(
         has_positive, tf.reduce_max(tf.where(valid, positive_d, -inf), axis=1), row_min
     )
     has_negative = tf.reduce_any(negative, axis=1, keepdims=True)
     nearest_negative = mining.masked_row_argmin(pdist, negative)
     farthest = columns_if_needed(has_negative, True)
-    hardest_negative = mining.gather_rows(
-        pdist, tf.where(has_negative, nearest_negative, farthest)
-    )[:, 0]
+    hardest_negative = select(tf.where(has_negative, nearest_negative, farthest))[:, 0]
     gap = hardest_positive - hardest_negative
     terms = tf.nn.softplus(gap) if soft else tf.maximum(gap + margin, 0.0)
     count = tf.cast(tf.shape(pdist)[0], pdist.dtype)
@@ -187,8 +199,8 @@ def batch_all_loss_terms(
     Returns:
       `(loss_sum, num_triplets)`, float scalars.
     """
-    labels, pdist, negative, valid, positive_d = _prepare(
-        y_true, y_pred, distance_metric, anchor_indices
+    labels, pdist, negative, valid, positive_d, _ = _prepare(
+        y_true, y_pred, distance_metric, anchor_indices, dense=True
     )
     if soft:
         loss_sum = _soft_triplet_sum(positive_d, valid, pdist, negative)
