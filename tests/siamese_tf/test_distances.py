@@ -224,3 +224,36 @@ def test_gradient_matches_autodiff_of_plain_formula(metric, entries):
     plain_rows = lambda e: tf.reduce_sum(tf.gather(plain(e), rows) * weights[rows])
     grads = [value_and_grad(f, x)[1] for f in (ours, plain_rows)]
     np.testing.assert_allclose(grads[0], grads[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("metric", ["L2", "squared-L2", "angular", "callable"])
+@pytest.mark.parametrize("anchors", [None, [5, 0, 3]])
+def test_selected_entries_equal_gathering_the_matrix_value_and_gradient(metric, anchors):
+    """`selectable_distances`' per-pair gradient is the matrix's, duplicates (distance 0) and
+    repeated selections included; a callable metric gathers from its own matrix. (B=64, D=4:
+    few enough selected entries that the matrix's own backward accumulates them per pair too;
+    its dense branch loses ~1e-4 to cancellation next to a round-off distance of a duplicate.)"""
+    rng = np.random.default_rng(41)
+    emb = rng.normal(size=(64, 4)).astype(np.float32)
+    emb[6] = emb[2]  # a duplicate: a zero distance off the diagonal
+    metric = (lambda e: pairwise_distances(e, "squared-L2")) if metric == "callable" else metric
+    rows = 64 if anchors is None else len(anchors)
+    columns = rng.integers(0, 64, (rows, 4))
+    columns[:, 0] = 6  # anchor 2's duplicate (a zero distance), selected twice per row
+    columns[:, 1] = 6
+    weights = rng.normal(size=(rows, 4)).astype(np.float32)
+
+    def gathered(e):
+        matrix = pairwise_distances(e, metric, anchors)
+        return tf.reduce_sum(weights * tf.gather(matrix, columns, batch_dims=1))
+
+    def selected(e):
+        matrix, select = distances.selectable_distances(e, metric, anchors)
+        assert matrix.shape == (rows, 64)
+        return tf.reduce_sum(weights * select(columns))
+
+    value, grad = value_and_grad(gathered, emb)
+    sel_value, sel_grad = value_and_grad(selected, emb)
+    np.testing.assert_allclose(sel_value, value, rtol=1e-6)
+    np.testing.assert_allclose(sel_grad, grad, rtol=1e-5, atol=1e-6)
+    assert np.all(np.isfinite(sel_grad))
