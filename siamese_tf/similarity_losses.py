@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from siamese_tf import mining
 from siamese_tf.distances import precise
 
 
@@ -84,22 +85,6 @@ def _masked_logsumexp(x, mask, add_one=False):
     return lse[:, 0], exps / safe_total
 
 
-def _same_label_counts(labels, rows):
-    """[A] int32: how many of `labels` (the anchor included) equal `labels[rows]`.
-
-    A stable sort and run lengths, O(B log B): compiled with XLA it takes a few milliseconds at
-    B=4096, where summing the [A, B] equality mask writes and reads the whole matrix once more.
-    """
-    size = tf.shape(labels)[0]
-    order = tf.argsort(labels, stable=True)
-    ordered = tf.gather(labels, order)
-    starts = tf.concat([[True], tf.not_equal(ordered[1:], ordered[:-1])], axis=0)
-    run = tf.cumsum(tf.cast(starts, tf.int32)) - 1
-    run_lengths = tf.math.unsorted_segment_sum(tf.ones_like(run), run, size)
-    per_row = tf.scatter_nd(order[:, None], tf.gather(run_lengths, run), [size])
-    return tf.gather(per_row, rows)
-
-
 def _masks(labels, anchor_labels, anchor_rows):
     """Positive (same label, not the anchor itself) and negative masks, [A, B]."""
     same = tf.equal(anchor_labels[:, None], labels[None, :])
@@ -110,7 +95,11 @@ def _masks(labels, anchor_labels, anchor_rows):
 # The row functions below read the [A, B] similarities a few times and write one [A, B]
 # derivative. Compiled with XLA, their masked exponentials and reductions fuse into a few passes
 # over the matrix (1.2-1.4x faster on CPU than the same ops one by one; `launch.benchmark
-# --suite=mining` compares them with the similarity-matrix floor).
+# --suite=mining` compares them with the similarity-matrix floor). Each pass over the matrix
+# costs about as much as copying it on CPU, so the fast paths make as few as they can: the
+# positive pairs' per-anchor sums come from the [A, K] table of each anchor's positives
+# (`mining.positive_slots`, one sort of the labels), not from a masked pass over [A, B]; the
+# softmax over the negatives takes a fixed bound of the exponents instead of the row maximum.
 
 
 # Each row's softmax is taken with a fixed bound of its exponents rather than with the row's
@@ -121,30 +110,44 @@ def _masks(labels, anchor_labels, anchor_rows):
 # the rows take the row-maximum path.
 _FIXED_SHIFT_MAX = 60.0
 
+# Circle's negative exponents, gamma relu(s + m) (s - m) for cosines s in [-1, 1] and m in
+# [0, 1], lie in [-gamma m^2, gamma (1 - m^2)]: shifted by the upper bound, every term is at least
+# exp(-gamma), a normal float32 while gamma is at most this, so the negatives need no row maximum
+# (their exponents span gamma = 80 by default, above `_FIXED_SHIFT_MAX`, but the row has no "1 +"
+# term whose scale the others must match). Its positive exponents span 4 gamma: their maximum is
+# taken over each anchor's positives (`_circle_positive_terms`).
+_CIRCLE_FIXED_SHIFT_MAX = 80.0
 
-@tf.function(jit_compile=True)
-def _multi_similarity_rows(s, labels, anchor_labels, anchor_rows, alpha, beta, base):
-    # Cosines are in [-1, 1], so these bound the exponents; with the "1 +" term no shift is
-    # needed below the bound: log(1 + sum exp(x)) is log1p of the sum, exactly 0 without terms.
-    if max(alpha * (1.0 + base), beta * (1.0 - base)) > _FIXED_SHIFT_MAX:
-        return _multi_similarity_rows_by_row_max(
-            s, labels, anchor_labels, anchor_rows, alpha, beta, base
-        )
-    zero = tf.zeros([], s.dtype)
+
+def _same_and_not_self(labels, anchor_labels, anchor_rows):
     same = tf.equal(anchor_labels[:, None], labels[None, :])
     not_self = tf.not_equal(anchor_rows[:, None], tf.range(tf.shape(labels)[0])[None, :])
-    # One exponential per entry (positive and negative exponents selected first): 1.1-1.2x
-    # faster rows than an exponential of each kind everywhere.
-    exps = tf.exp(tf.where(same, alpha * (base - s), beta * (s - base)))
-    exps_p = tf.where(tf.logical_and(same, not_self), exps, zero)
-    exps_n = tf.where(same, zero, exps)
-    total_p = tf.reduce_sum(exps_p, axis=1)
+    return same, not_self
+
+
+def _multi_similarity_positive_terms(positives, valid, alpha, beta, base):
+    """Each anchor's positive sum, sum_p exp(alpha (base - s_ap)), from its [A, K] positives."""
+    del beta
+    terms = tf.exp(alpha * (base - positives))
+    return (tf.reduce_sum(tf.where(valid, terms, tf.zeros_like(terms)), axis=1),)
+
+
+@tf.function(jit_compile=True)
+def _multi_similarity_rows(s, labels, anchor_labels, anchor_rows, total_p, alpha, beta, base):
+    # Cosines are in [-1, 1]: below `_FIXED_SHIFT_MAX` no exponent overflows, and with the "1 +"
+    # term log(1 + sum exp(x)) is log1p of the sum, exactly 0 without terms. Two passes over the
+    # matrix: the negatives' exponentials (for their sum) and the derivative.
+    zero = tf.zeros([], s.dtype)
+    same, not_self = _same_and_not_self(labels, anchor_labels, anchor_rows)
+    exps_n = tf.where(same, zero, tf.exp(beta * (s - base)))
     total_n = tf.reduce_sum(exps_n, axis=1)
     values = tf.math.log1p(total_p) / alpha + tf.math.log1p(total_n) / beta
     # d/ds of lse_p / alpha is -softmax_p, of lse_n / beta is softmax_n (disjoint masks).
+    exps_p = tf.where(tf.logical_and(same, not_self), tf.exp(alpha * (base - s)), zero)
     return values, exps_n / (1.0 + total_n[:, None]) - exps_p / (1.0 + total_p[:, None])
 
 
+@tf.function(jit_compile=True)
 def _multi_similarity_rows_by_row_max(s, labels, anchor_labels, anchor_rows, alpha, beta, base):
     positive, negative = _masks(labels, anchor_labels, anchor_rows)
     lse_p, w_p = _masked_logsumexp(alpha * (base - s), positive, add_one=True)
@@ -153,48 +156,49 @@ def _multi_similarity_rows_by_row_max(s, labels, anchor_labels, anchor_rows, alp
     return lse_p / alpha + lse_n / beta, w_n - w_p
 
 
-# Circle's negative exponents, gamma relu(s + m) (s - m) for cosines s in [-1, 1] and m in
-# [0, 1], lie in [-gamma m^2, gamma (1 - m^2)]: shifted by the upper bound, every term is at least
-# exp(-gamma), a normal float32 while gamma is at most this, so the negatives need no row maximum
-# (their exponents span gamma = 80 by default, above `_FIXED_SHIFT_MAX`, but the row has no "1 +"
-# term whose scale the others must match). Its positive exponents span 4 gamma: those keep one.
-_CIRCLE_FIXED_SHIFT_MAX = 80.0
+def _circle_positive_exponents(s, m, gamma):
+    # PML detaches the weights a_p = gamma relu(1 + m - s), a_n = gamma relu(s + m): only the
+    # (s - delta) factors carry a gradient.
+    return gamma * tf.nn.relu(1.0 + m - s) * (1.0 - m - s)
+
+
+def _circle_positive_terms(positives, valid, m, gamma):
+    """`(max_p, total_p, has_positive)` [A]: each anchor's largest positive exponent (0 when it
+    has no positive) and the sum of exp(exponent - max_p), from its [A, K] positives."""
+    exponents = _circle_positive_exponents(positives, m, gamma)
+    lowest = tf.constant(-float("inf"), exponents.dtype)
+    max_p = tf.reduce_max(tf.where(valid, exponents, lowest), axis=1)
+    has_positive = tf.reduce_any(valid, axis=1)
+    max_p = tf.where(has_positive, max_p, tf.zeros_like(max_p))
+    exps = tf.where(valid, tf.exp(exponents - max_p[:, None]), tf.zeros_like(exponents))
+    return max_p, tf.reduce_sum(exps, axis=1), has_positive
 
 
 @tf.function(jit_compile=True)
-def _circle_rows(s, labels, anchor_labels, anchor_rows, m, gamma):
-    # Four passes over the [A, B] matrix (the masked positive exponents, the two exponentials,
-    # the derivative) instead of seven: 1.3-1.4x faster rows at B=4096.
-    if not (0.0 <= m <= 1.0 and gamma <= _CIRCLE_FIXED_SHIFT_MAX):
-        return _circle_rows_by_row_max(s, labels, anchor_labels, anchor_rows, m, gamma)
+def _circle_rows(s, labels, anchor_labels, anchor_rows, max_p, total_p, has_positive, m, gamma):
+    # Two passes over the matrix (the negatives' exponentials, the derivative) instead of seven
+    # with masked row maxima: 1.3-1.4x faster rows at B=4096 than the four-pass version before.
     zero, one = tf.zeros([], s.dtype), tf.ones([], s.dtype)
-    neg_inf = tf.constant(-float("inf"), s.dtype)
-    same = tf.equal(anchor_labels[:, None], labels[None, :])
-    not_self = tf.not_equal(anchor_rows[:, None], tf.range(tf.shape(labels)[0])[None, :])
-    positive = tf.logical_and(same, not_self)
-    # PML detaches the weights a_p = gamma relu(1 + m - s), a_n = gamma relu(s + m): only the
-    # (s - delta) factors carry a gradient.
-    exponent_p = tf.where(positive, gamma * tf.nn.relu(1.0 + m - s) * (1.0 - m - s), neg_inf)
-    max_p = tf.reduce_max(exponent_p, axis=1, keepdims=True)
-    has_positive = max_p > neg_inf
-    max_p = tf.where(has_positive, max_p, zero)
-    exps_p = tf.exp(exponent_p - max_p)
+    same, not_self = _same_and_not_self(labels, anchor_labels, anchor_rows)
     shift_n = gamma * (1.0 - m * m)
     exps_n = tf.where(same, zero, tf.exp(gamma * tf.nn.relu(s + m) * (s - m) - shift_n))
-    total_p = tf.reduce_sum(exps_p, axis=1, keepdims=True)
-    total_n = tf.reduce_sum(exps_n, axis=1, keepdims=True)
+    total_n = tf.reduce_sum(exps_n, axis=1)
     # Every negative term is at least exp(-gamma) > 0: the sum is 0 only without negatives.
     valid = tf.logical_and(has_positive, total_n > 0)
     total_p = tf.where(valid, total_p, one)
     total_n = tf.where(valid, total_n, one)
     z = tf.math.log(total_p) + max_p + tf.math.log(total_n) + shift_n
-    values = tf.where(valid, tf.nn.softplus(z), zero)[:, 0]
+    values = tf.where(valid, tf.nn.softplus(z), zero)
     # d/ds: sigmoid(z) (softmax_n a_n - softmax_p a_p), the per-row factors taken first.
-    scale = tf.where(valid, gamma * tf.sigmoid(z), zero)
-    derivative_n = (scale / total_n) * exps_n * tf.nn.relu(s + m)
-    return values, derivative_n - (scale / total_p) * exps_p * tf.nn.relu(1.0 + m - s)
+    scale = tf.where(valid, gamma * tf.sigmoid(z), zero)[:, None]
+    positive = tf.logical_and(same, not_self)
+    exponent_p = _circle_positive_exponents(s, m, gamma) - max_p[:, None]
+    exps_p = tf.where(positive, tf.exp(tf.minimum(exponent_p, zero)), zero)
+    derivative_n = (scale / total_n[:, None]) * exps_n * tf.nn.relu(s + m)
+    return values, derivative_n - (scale / total_p[:, None]) * exps_p * tf.nn.relu(1.0 + m - s)
 
 
+@tf.function(jit_compile=True)
 def _circle_rows_by_row_max(s, labels, anchor_labels, anchor_rows, m, gamma):
     positive, negative = _masks(labels, anchor_labels, anchor_rows)
     weight_p = gamma * tf.nn.relu(1.0 + m - s)
@@ -208,21 +212,20 @@ def _circle_rows_by_row_max(s, labels, anchor_labels, anchor_rows, m, gamma):
     return values, scale * (w_n * weight_n - w_p * weight_p)
 
 
+def _supcon_positive_terms(positives, valid, temperature):
+    """`(num_positive, positive_logits)` [A]: how many positives, and the sum of their s / T."""
+    valid_f = tf.cast(valid, positives.dtype)
+    return tf.reduce_sum(valid_f, axis=1), tf.reduce_sum(valid_f * positives, axis=1) / temperature
+
+
 @tf.function(jit_compile=True)
-def _supcon_rows(s, labels, anchor_labels, anchor_rows, temperature):
+def _supcon_rows(s, labels, anchor_labels, anchor_rows, num_positive, positive_logits, temperature):
     # Cosines are at most 1: 1 / T bounds the logits, and each row's largest term is at least
-    # exp(-2 / T) (1.2x faster rows at B=4096 than with the masked row maximum).
+    # exp(-2 / T). Two passes over the matrix: the exponentials (for their sum), the derivative.
     shift = 1.0 / temperature
-    if 2.0 * shift > _FIXED_SHIFT_MAX:
-        return _supcon_rows_by_row_max(s, labels, anchor_labels, anchor_rows, temperature)
     zero, one = tf.zeros([], s.dtype), tf.ones([], s.dtype)
-    not_self = tf.not_equal(anchor_rows[:, None], tf.range(tf.shape(labels)[0])[None, :])
-    positive = tf.logical_and(tf.equal(anchor_labels[:, None], labels[None, :]), not_self)
+    same, not_self = _same_and_not_self(labels, anchor_labels, anchor_rows)
     exps = tf.where(not_self, tf.exp(s * shift - shift), zero)
-    positive_f = tf.where(positive, one, zero)
-    # Counted from the labels (a sort) rather than summed over the [A, B] mask: one pass less.
-    num_positive = tf.cast(_same_label_counts(labels, anchor_rows) - 1, s.dtype)
-    positive_logits = tf.reduce_sum(positive_f * s, axis=1) * shift
     # The anchor's own row is in the batch: a negative exists unless its label fills the rest.
     has_negative = num_positive + 1.0 < tf.cast(tf.shape(labels)[0], s.dtype)
     valid = tf.logical_and(num_positive > 0, has_negative)
@@ -231,9 +234,11 @@ def _supcon_rows(s, labels, anchor_labels, anchor_rows, temperature):
     values = tf.where(valid, tf.math.log(safe_total) + shift - positive_logits / count, zero)
     inverse_total = tf.where(valid, shift / safe_total, zero)
     inverse_count = tf.where(valid, shift / count, zero)
+    positive_f = tf.where(tf.logical_and(same, not_self), one, zero)
     return values, exps * inverse_total[:, None] - positive_f * inverse_count[:, None]
 
 
+@tf.function(jit_compile=True)
 def _supcon_rows_by_row_max(s, labels, anchor_labels, anchor_rows, temperature):
     positive, negative = _masks(labels, anchor_labels, anchor_rows)
     logits = s / temperature
@@ -248,24 +253,35 @@ def _supcon_rows_by_row_max(s, labels, anchor_labels, anchor_rows, temperature):
     return values, tf.where(valid[:, None], derivative, tf.zeros_like(derivative))
 
 
-def _row_losses(rows_fn, y_true, y_pred, anchor_indices, *params):
+def _row_losses(rows_fn, y_true, y_pred, anchor_indices, params, positive_terms=None):
     """Per-anchor losses [A] of a row function on the [A, B] cosine similarities.
 
-    `rows_fn(similarity, labels, anchor_labels, anchor_rows, *params)` returns the losses and
-    their derivative D with respect to the similarities. The gradient is written by hand from
-    D alone (the similarity matrix is not kept): with `u` the unit embeddings and `g` the
-    upstream gradient per anchor, `d/d anchors = g * (D @ u)` and `d/d u = D^T @ (g * anchors)`
-    — the per-anchor scale is applied to [A, D] operands, not to the [A, B] matrix.
+    `rows_fn(similarity, labels, anchor_labels, anchor_rows, *terms, *params)` returns the
+    losses and their derivative D with respect to the similarities; `terms` are
+    `positive_terms(positives [A, K], valid [A, K], *params)`, per-anchor sums over each
+    anchor's positive similarities (`mining.positive_slots`), when given. The gradient is
+    written by hand from D alone (the similarity matrix is not kept): with `u` the unit
+    embeddings and `g` the upstream gradient per anchor, `d/d anchors = g * (D @ u)` and
+    `d/d u = D^T @ (g * anchors)` — the per-anchor scale is applied to [A, D] operands, not to
+    the [A, B] matrix.
     """
     labels = tf.reshape(tf.convert_to_tensor(y_true), [-1])
     unit = tf.math.l2_normalize(precise(y_pred), axis=1)
     anchor_rows = _anchor_rows(tf.shape(labels)[0], anchor_indices)
     anchor_labels = tf.gather(labels, anchor_rows)
+    if positive_terms is not None:
+        columns, valid = mining.positive_slots(labels, anchor_indices)
 
     @tf.custom_gradient
     def losses(anchors, unit):
         similarity = tf.matmul(anchors, unit, transpose_b=True)
-        values, derivative = rows_fn(similarity, labels, anchor_labels, anchor_rows, *params)
+        terms = ()
+        if positive_terms is not None:
+            positives = tf.gather(similarity, columns, batch_dims=1)
+            terms = positive_terms(positives, valid, *params)
+        values, derivative = rows_fn(
+            similarity, labels, anchor_labels, anchor_rows, *terms, *params
+        )
 
         def grad(upstream):
             upstream = upstream[:, None]
@@ -276,7 +292,8 @@ def _row_losses(rows_fn, y_true, y_pred, anchor_indices, *params):
 
         return values, grad
 
-    return losses(tf.gather(unit, anchor_rows), unit)
+    anchors = unit if anchor_indices is None else tf.gather(unit, anchor_rows)
+    return losses(anchors, unit)
 
 
 def multi_similarity_loss_terms(
@@ -295,15 +312,12 @@ def multi_similarity_loss_terms(
     Returns:
       `(loss_sum, num_anchors)`, float scalars; the loss is their ratio.
     """
-    per_anchor = _row_losses(
-        _multi_similarity_rows,
-        y_true,
-        y_pred,
-        anchor_indices,
-        float(alpha),
-        float(beta),
-        float(base),
-    )
+    params = (float(alpha), float(beta), float(base))
+    if max(alpha * (1.0 + base), beta * (1.0 - base)) <= _FIXED_SHIFT_MAX:
+        rows_fn, terms = _multi_similarity_rows, _multi_similarity_positive_terms
+    else:
+        rows_fn, terms = _multi_similarity_rows_by_row_max, None
+    per_anchor = _row_losses(rows_fn, y_true, y_pred, anchor_indices, params, terms)
     return tf.reduce_sum(per_anchor), tf.cast(tf.size(per_anchor), per_anchor.dtype)
 
 
@@ -321,7 +335,12 @@ def circle_loss_terms(y_true, y_pred, m=0.4, gamma=80.0, anchor_indices=None):
       `(loss_sum, num_nonzero)`, float scalars; the loss is their ratio (0 when no anchor has
       both a positive and a negative).
     """
-    per_anchor = _row_losses(_circle_rows, y_true, y_pred, anchor_indices, float(m), float(gamma))
+    params = (float(m), float(gamma))
+    if 0.0 <= m <= 1.0 and gamma <= _CIRCLE_FIXED_SHIFT_MAX:
+        rows_fn, terms = _circle_rows, _circle_positive_terms
+    else:
+        rows_fn, terms = _circle_rows_by_row_max, None
+    per_anchor = _row_losses(rows_fn, y_true, y_pred, anchor_indices, params, terms)
     return _nonzero_terms(per_anchor)
 
 
@@ -338,7 +357,12 @@ def supcon_loss_terms(y_true, y_pred, temperature=0.1, anchor_indices=None):
       `(loss_sum, num_nonzero)`, float scalars; the loss is their ratio (0 without a positive
       pair or without a negative).
     """
-    per_anchor = _row_losses(_supcon_rows, y_true, y_pred, anchor_indices, float(temperature))
+    params = (float(temperature),)
+    if 2.0 / temperature <= _FIXED_SHIFT_MAX:
+        rows_fn, terms = _supcon_rows, _supcon_positive_terms
+    else:
+        rows_fn, terms = _supcon_rows_by_row_max, None
+    per_anchor = _row_losses(rows_fn, y_true, y_pred, anchor_indices, params, terms)
     return _nonzero_terms(per_anchor)
 
 
