@@ -16,8 +16,10 @@ Numerics (why the code looks the way it does):
 * The B×B matrix uses ``|a|² + |b|² - 2 a·b`` (O(B·D) memory, one matmul), clamps the round-off
   negatives to 0 and sets every self-distance to exactly 0, as TFA's ``pairwise_distance`` does,
   so losses built on it agree with TFA's to float32 round-off. Its gradient is hand-written:
-  zero where a distance is zero, and accumulated per pair when only a few entries receive one
-  (mining losses), instead of two B×B×D matmuls. Per-pair distances use the difference
+  zero where a distance is zero, and accumulated per pair when only a few entries receive one,
+  instead of two B×B×D matmuls. The mining losses go one step further: they differentiate only
+  the entries they select (`selectable_distances`), whose gradient goes straight to the
+  embeddings without a B×B tensor in the backward pass. Per-pair distances use the difference
   ``a - b`` directly (exact 0 for identical inputs).
 """
 

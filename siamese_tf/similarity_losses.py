@@ -85,10 +85,16 @@ def _masked_logsumexp(x, mask, add_one=False):
     return lse[:, 0], exps / safe_total
 
 
-def _masks(labels, anchor_labels, anchor_rows):
-    """Positive (same label, not the anchor itself) and negative masks, [A, B]."""
+def _same_and_not_self(labels, anchor_labels, anchor_rows):
+    """[A, B] masks: same label as the anchor; not the anchor's own column."""
     same = tf.equal(anchor_labels[:, None], labels[None, :])
     not_self = tf.not_equal(anchor_rows[:, None], tf.range(tf.shape(labels)[0])[None, :])
+    return same, not_self
+
+
+def _masks(labels, anchor_labels, anchor_rows):
+    """Positive (same label, not the anchor itself) and negative masks, [A, B]."""
+    same, not_self = _same_and_not_self(labels, anchor_labels, anchor_rows)
     return tf.logical_and(same, not_self), tf.logical_not(same)
 
 
@@ -119,32 +125,30 @@ _FIXED_SHIFT_MAX = 60.0
 _CIRCLE_FIXED_SHIFT_MAX = 80.0
 
 
-def _same_and_not_self(labels, anchor_labels, anchor_rows):
-    same = tf.equal(anchor_labels[:, None], labels[None, :])
-    not_self = tf.not_equal(anchor_rows[:, None], tf.range(tf.shape(labels)[0])[None, :])
-    return same, not_self
-
-
 def _multi_similarity_positive_terms(positives, valid, alpha, beta, base):
-    """Each anchor's positive sum, sum_p exp(alpha (base - s_ap)), from its [A, K] positives."""
+    """`((total_p,), slot_weights)` from each anchor's [A, K] positives: their sum
+    sum_p exp(alpha (base - s_ap)) and the terms themselves (the derivative's positive part,
+    up to the row factor `_multi_similarity_rows` returns)."""
     del beta
     terms = tf.exp(alpha * (base - positives))
-    return (tf.reduce_sum(tf.where(valid, terms, tf.zeros_like(terms)), axis=1),)
+    terms = tf.where(valid, terms, tf.zeros_like(terms))
+    return (tf.reduce_sum(terms, axis=1),), terms
 
 
 @tf.function(jit_compile=True)
 def _multi_similarity_rows(s, labels, anchor_labels, anchor_rows, total_p, alpha, beta, base):
     # Cosines are in [-1, 1]: below `_FIXED_SHIFT_MAX` no exponent overflows, and with the "1 +"
     # term log(1 + sum exp(x)) is log1p of the sum, exactly 0 without terms. Two passes over the
-    # matrix: the negatives' exponentials (for their sum) and the derivative.
+    # matrix, one exponential per entry: the negatives' exponentials (for their sum) and their
+    # derivative; the positives' part of it stays with their [A, K] slots.
     zero = tf.zeros([], s.dtype)
-    same, not_self = _same_and_not_self(labels, anchor_labels, anchor_rows)
+    same = tf.equal(anchor_labels[:, None], labels[None, :])
     exps_n = tf.where(same, zero, tf.exp(beta * (s - base)))
     total_n = tf.reduce_sum(exps_n, axis=1)
     values = tf.math.log1p(total_p) / alpha + tf.math.log1p(total_n) / beta
-    # d/ds of lse_p / alpha is -softmax_p, of lse_n / beta is softmax_n (disjoint masks).
-    exps_p = tf.where(tf.logical_and(same, not_self), tf.exp(alpha * (base - s)), zero)
-    return values, exps_n / (1.0 + total_n[:, None]) - exps_p / (1.0 + total_p[:, None])
+    # d/ds of lse_n / beta is softmax_n; of lse_p / alpha, -softmax_p: the slots' terms times
+    # 1 / (1 + total_p).
+    return values, exps_n / (1.0 + total_n[:, None]), 1.0 / (1.0 + total_p)
 
 
 @tf.function(jit_compile=True)
@@ -163,23 +167,27 @@ def _circle_positive_exponents(s, m, gamma):
 
 
 def _circle_positive_terms(positives, valid, m, gamma):
-    """`(max_p, total_p, has_positive)` [A]: each anchor's largest positive exponent (0 when it
-    has no positive) and the sum of exp(exponent - max_p), from its [A, K] positives."""
+    """`((max_p, total_p, has_positive), slot_weights)` from each anchor's [A, K] positives:
+    the largest positive exponent (0 without a positive), the sum of exp(exponent - max_p), and
+    each slot's exp(exponent - max_p) a_p (the derivative's positive part, up to the row factor
+    `_circle_rows` returns)."""
     exponents = _circle_positive_exponents(positives, m, gamma)
     lowest = tf.constant(-float("inf"), exponents.dtype)
     max_p = tf.reduce_max(tf.where(valid, exponents, lowest), axis=1)
     has_positive = tf.reduce_any(valid, axis=1)
     max_p = tf.where(has_positive, max_p, tf.zeros_like(max_p))
     exps = tf.where(valid, tf.exp(exponents - max_p[:, None]), tf.zeros_like(exponents))
-    return max_p, tf.reduce_sum(exps, axis=1), has_positive
+    weights = exps * (gamma * tf.nn.relu(1.0 + m - positives))
+    return (max_p, tf.reduce_sum(exps, axis=1), has_positive), weights
 
 
 @tf.function(jit_compile=True)
 def _circle_rows(s, labels, anchor_labels, anchor_rows, max_p, total_p, has_positive, m, gamma):
-    # Two passes over the matrix (the negatives' exponentials, the derivative) instead of seven
-    # with masked row maxima: 1.3-1.4x faster rows at B=4096 than the four-pass version before.
+    # Two passes over the matrix, one exponential per entry (the negatives' exponentials, their
+    # derivative) where the masked row maxima of `_circle_rows_by_row_max` take seven; the
+    # positives' part of the derivative stays with their [A, K] slots.
     zero, one = tf.zeros([], s.dtype), tf.ones([], s.dtype)
-    same, not_self = _same_and_not_self(labels, anchor_labels, anchor_rows)
+    same = tf.equal(anchor_labels[:, None], labels[None, :])
     shift_n = gamma * (1.0 - m * m)
     exps_n = tf.where(same, zero, tf.exp(gamma * tf.nn.relu(s + m) * (s - m) - shift_n))
     total_n = tf.reduce_sum(exps_n, axis=1)
@@ -190,12 +198,9 @@ def _circle_rows(s, labels, anchor_labels, anchor_rows, max_p, total_p, has_posi
     z = tf.math.log(total_p) + max_p + tf.math.log(total_n) + shift_n
     values = tf.where(valid, tf.nn.softplus(z), zero)
     # d/ds: sigmoid(z) (softmax_n a_n - softmax_p a_p), the per-row factors taken first.
-    scale = tf.where(valid, gamma * tf.sigmoid(z), zero)[:, None]
-    positive = tf.logical_and(same, not_self)
-    exponent_p = _circle_positive_exponents(s, m, gamma) - max_p[:, None]
-    exps_p = tf.where(positive, tf.exp(tf.minimum(exponent_p, zero)), zero)
-    derivative_n = (scale / total_n[:, None]) * exps_n * tf.nn.relu(s + m)
-    return values, derivative_n - (scale / total_p[:, None]) * exps_p * tf.nn.relu(1.0 + m - s)
+    scale = tf.where(valid, gamma * tf.sigmoid(z), zero)
+    derivative_n = (scale / total_n)[:, None] * exps_n * tf.nn.relu(s + m)
+    return values, derivative_n, scale / (gamma * total_p)
 
 
 @tf.function(jit_compile=True)
@@ -213,9 +218,11 @@ def _circle_rows_by_row_max(s, labels, anchor_labels, anchor_rows, m, gamma):
 
 
 def _supcon_positive_terms(positives, valid, temperature):
-    """`(num_positive, positive_logits)` [A]: how many positives, and the sum of their s / T."""
+    """`((num_positive, positive_logits), None)` [A]: how many positives, the sum of their s / T
+    (their part of D, -1 / (T count), has no exponential and stays in the [A, B] pass)."""
     valid_f = tf.cast(valid, positives.dtype)
-    return tf.reduce_sum(valid_f, axis=1), tf.reduce_sum(valid_f * positives, axis=1) / temperature
+    num_positive = tf.reduce_sum(valid_f, axis=1)
+    return (num_positive, tf.reduce_sum(valid_f * positives, axis=1) / temperature), None
 
 
 @tf.function(jit_compile=True)
@@ -257,9 +264,11 @@ def _row_losses(rows_fn, y_true, y_pred, anchor_indices, params, positive_terms=
     """Per-anchor losses [A] of a row function on the [A, B] cosine similarities.
 
     `rows_fn(similarity, labels, anchor_labels, anchor_rows, *terms, *params)` returns the
-    losses and their derivative D with respect to the similarities; `terms` are
-    `positive_terms(positives [A, K], valid [A, K], *params)`, per-anchor sums over each
-    anchor's positive similarities (`mining.positive_slots`), when given. The gradient is
+    losses and their derivative D with respect to the similarities. With `positive_terms`,
+    `(terms, slot_weights) = positive_terms(positives [A, K], valid [A, K], *params)` are
+    per-anchor sums over each anchor's positive similarities (`mining.positive_slots`) and
+    `rows_fn` also returns a row factor r [A]: D is then its negatives' part, and the positive
+    entries' derivative is `-r * slot_weights`, applied per slot in the backward. The gradient is
     written by hand from D alone (the similarity matrix is not kept): with `u` the unit
     embeddings and `g` the upstream gradient per anchor, `d/d anchors = g * (D @ u)` and
     `d/d u = D^T @ (g * anchors)` — the per-anchor scale is applied to [A, D] operands, not to
@@ -275,20 +284,29 @@ def _row_losses(rows_fn, y_true, y_pred, anchor_indices, params, positive_terms=
     @tf.custom_gradient
     def losses(anchors, unit):
         similarity = tf.matmul(anchors, unit, transpose_b=True)
-        terms = ()
+        terms, slot_weights = (), None
         if positive_terms is not None:
             positives = tf.gather(similarity, columns, batch_dims=1)
-            terms = positive_terms(positives, valid, *params)
-        values, derivative = rows_fn(
-            similarity, labels, anchor_labels, anchor_rows, *terms, *params
-        )
+            terms, slot_weights = positive_terms(positives, valid, *params)
+        outputs = rows_fn(similarity, labels, anchor_labels, anchor_rows, *terms, *params)
+        values, derivative = outputs[:2]
+        if slot_weights is not None:  # D's positive entries: -row factor × slot weight
+            slot_derivative = -outputs[2][:, None] * slot_weights
 
         def grad(upstream):
             upstream = upstream[:, None]
             # D^T @ x as (x^T @ D)^T: the same product with D read row by row, 1.6x faster at
             # B=4096 on CPU than `transpose_a=True` on the [A, B] operand.
             weighted = tf.matmul(upstream * anchors, derivative, transpose_a=True)
-            return upstream * tf.matmul(derivative, unit), tf.transpose(weighted)
+            to_anchors = upstream * tf.matmul(derivative, unit)
+            to_unit = tf.transpose(weighted)
+            if slot_weights is not None:  # the positive slots' part, O(A·K·D)
+                g = upstream * slot_derivative
+                to_anchors += tf.einsum("ak,akd->ad", g, tf.gather(unit, columns))
+                to_unit += tf.math.unsorted_segment_sum(
+                    g[:, :, None] * anchors[:, None, :], columns, tf.shape(unit)[0]
+                )
+            return to_anchors, to_unit
 
         return values, grad
 
