@@ -120,7 +120,7 @@ def hard_loss_terms(
             lambda: mining.masked_row_argmin(pdist, everything, largest),
         )
 
-    # Arg-min/max then gather: the gradient is a scatter, and no B×B tensor is kept for it.
+    # Arg-min/max then `select`: the gradient goes per pair to the embeddings, no B×B pass.
     has_positive = tf.reduce_any(valid, axis=1)
     row_min = select(columns_if_needed(has_positive, False))[:, 0]
     hardest_positive = tf.where(

@@ -160,8 +160,6 @@ LOSSES = {
     "circle": (losses.circle_loss, ref_circle, {}),
     # gamma above similarity_losses._CIRCLE_FIXED_SHIFT_MAX: the row-maximum path.
     "circle_params": (losses.circle_loss, ref_circle, dict(m=0.25, gamma=256.0)),
-    # The fixed-shift path at its widest: negative exponents span [0, gamma] = [0, 80].
-    "circle_no_margin": (losses.circle_loss, ref_circle, dict(m=0.0, gamma=80.0)),
     "supcon": (losses.supcon_loss, ref_supcon, {}),
     "supcon_params": (losses.supcon_loss, ref_supcon, dict(temperature=0.5)),
     "supcon_small_temperature": (losses.supcon_loss, ref_supcon, dict(temperature=0.02)),
@@ -182,6 +180,15 @@ def test_values_match_the_definition(loss_name, name, labels, emb):
     atol = ATOL.get((name, loss_name), 0)
     np.testing.assert_allclose(value, ref(labels, emb, **kwargs), rtol=TOL, atol=atol)
     assert grad is not None and np.all(np.isfinite(grad))
+
+
+def test_circle_fixed_shift_at_its_widest_matches_the_definition():
+    """m = 0, gamma = 80: the negatives' exponents span [0, gamma], the fixed shift's limit."""
+    for name in ("random", "antipodal_positives", "identical_positives_orthogonal_negatives"):
+        _, labels, emb = BATCHES[BATCH_IDS.index(name)]
+        value, grad = value_and_grad(lambda e, y=labels: losses.circle_loss(y, e, 0.0, 80.0), emb)
+        np.testing.assert_allclose(value, ref_circle(labels, emb, m=0.0, gamma=80.0), rtol=TOL)
+        assert np.all(np.isfinite(grad)), name
 
 
 @pytest.mark.parametrize("loss_name", ["circle", "supcon"])
