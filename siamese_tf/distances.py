@@ -78,6 +78,30 @@ def safe_sqrt(x):
     return y, grad
 
 
+def _pre_activation_gradient(upstream, distances, metric):
+    """dL/d(squared distance, or cosine for angular) from dL/d(distance): 0 where it is 0."""
+    if metric == "L2":
+        return tf.math.divide_no_nan(0.5 * upstream, distances)
+    zero = tf.zeros_like(distances)
+    return tf.where(distances > 0, -upstream if metric == "angular" else upstream, zero)
+
+
+def _pair_gradients(weights, rows, cols, x, y, metric):
+    """Gradients to `x` and `y` of pairs `(x[rows[i]], y[cols[i]])` with pre-activation
+    gradients `weights` [N], accumulated per row: O(N·D), no [A, B] tensor."""
+    weights = weights[:, None]
+    if metric == "angular":  # d cos / dx_a = y_b, d cos / dy_b = x_a
+        to_x = weights * tf.gather(y, cols)
+        to_y = weights * tf.gather(x, rows)
+    else:  # d |x_a - y_b|² / dx_a = 2 (x_a - y_b) = -d / dy_b
+        to_x = 2.0 * weights * (tf.gather(x, rows) - tf.gather(y, cols))
+        to_y = -to_x
+    return (
+        tf.math.unsorted_segment_sum(to_x, rows, tf.shape(x)[0]),
+        tf.math.unsorted_segment_sum(to_y, cols, tf.shape(y)[0]),
+    )
+
+
 def _distance_matrix(x, y, coords, metric):
     """[A, B] distances between the rows of `x` and `y` with a hand-written gradient.
 
@@ -108,11 +132,7 @@ def _distance_matrix(x, y, coords, metric):
         out = tf.tensor_scatter_nd_update(out, coords, tf.zeros([tf.shape(coords)[0]], out.dtype))
 
         def grad(upstream):
-            # g = dL/d(pre-activation): the squared distance, or the cosine for angular.
-            if metric == "L2":
-                g = tf.math.divide_no_nan(0.5 * upstream, out)
-            else:
-                g = tf.where(out > 0, -upstream if angular else upstream, tf.zeros_like(out))
+            g = _pre_activation_gradient(upstream, out, metric)
             num_x, num_y = tf.shape(x)[0], tf.shape(y)[0]
             dim = tf.cast(tf.shape(x)[1], tf.int64)
             nonzero = tf.math.count_nonzero(g)
@@ -120,18 +140,8 @@ def _distance_matrix(x, y, coords, metric):
 
             def by_pairs():
                 where = tf.where(tf.not_equal(g, 0))
-                rows, cols = where[:, 0], where[:, 1]
-                weights = tf.gather_nd(g, where)[:, None]
-                if angular:  # d cos / dx_a = y_b, d cos / dy_b = x_a
-                    to_x = weights * tf.gather(y, cols)
-                    to_y = weights * tf.gather(x, rows)
-                else:  # d |x_a - y_b|² / dx_a = 2 (x_a - y_b) = -d / dy_b
-                    to_x = 2.0 * weights * (tf.gather(x, rows) - tf.gather(y, cols))
-                    to_y = -to_x
-                return (
-                    tf.math.unsorted_segment_sum(to_x, rows, num_x),
-                    tf.math.unsorted_segment_sum(to_y, cols, num_y),
-                )
+                weights = tf.gather_nd(g, where)
+                return _pair_gradients(weights, where[:, 0], where[:, 1], x, y, metric)
 
             def by_matmul():
                 grad_x = tf.matmul(g, y)
@@ -236,25 +246,10 @@ def _selected_entries(x, y, columns, values, metric):
     @tf.custom_gradient
     def entries(x, y):
         def grad(upstream):
-            # As the matrix's `by_pairs`: g = dL/d(squared distance, or cosine for angular).
-            if metric == "L2":
-                g = tf.math.divide_no_nan(0.5 * upstream, values)
-            else:
-                zero = tf.zeros_like(values)
-                g = tf.where(values > 0, -upstream if metric == "angular" else upstream, zero)
+            g = _pre_activation_gradient(upstream, values, metric)
             rows = tf.broadcast_to(tf.range(tf.shape(columns)[0])[:, None], tf.shape(columns))
             rows, cols = tf.reshape(rows, [-1]), tf.reshape(columns, [-1])
-            weights = tf.reshape(g, [-1, 1])
-            if metric == "angular":  # d cos / dx_a = y_b, d cos / dy_b = x_a
-                to_x = weights * tf.gather(y, cols)
-                to_y = weights * tf.gather(x, rows)
-            else:  # d |x_a - y_b|² / dx_a = 2 (x_a - y_b) = -d / dy_b
-                to_x = 2.0 * weights * (tf.gather(x, rows) - tf.gather(y, cols))
-                to_y = -to_x
-            return (
-                tf.math.unsorted_segment_sum(to_x, rows, tf.shape(x)[0]),
-                tf.math.unsorted_segment_sum(to_y, cols, tf.shape(y)[0]),
-            )
+            return _pair_gradients(tf.reshape(g, [-1]), rows, cols, x, y, metric)
 
         return tf.identity(values), grad
 

@@ -69,16 +69,7 @@ def arcface_loss(y_true, cosines, margin=0.5, scale=64.0, variant="arcface"):
     Returns:
       [B] losses (not reduced, not scaled): float32, float64 for float64 cosines.
     """
-    if variant not in ARCFACE_VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(ARCFACE_VARIANTS)}")
-    labels = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
-
-    @tf.custom_gradient
-    def losses(cosines):
-        values, derivative = _arcface_rows(labels, cosines, float(margin), float(scale), variant)
-        return values, lambda upstream: upstream[:, None] * derivative
-
-    return losses(precise(cosines))
+    return _with_derivative(_arcface_rows, y_true, cosines, margin, scale, variant)
 
 
 def arcface_mean_loss(y_true, cosines, margin=0.5, scale=64.0, variant="arcface"):
@@ -98,16 +89,23 @@ def arcface_mean_loss(y_true, cosines, margin=0.5, scale=64.0, variant="arcface"
     Returns:
       float32 scalar (float64 for float64 cosines), not scaled for distribution.
     """
+    return _with_derivative(_arcface_mean, y_true, cosines, margin, scale, variant)
+
+
+def _with_derivative(compiled, y_true, cosines, margin, scale, variant):
+    """`compiled(labels, cosines, ...) -> (value, d value / d cosines)` as a differentiable op:
+    per-example values [B] (upstream [B]) or their mean (a scalar upstream)."""
     if variant not in ARCFACE_VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(ARCFACE_VARIANTS)}")
     labels = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
 
     @tf.custom_gradient
-    def mean(cosines):
-        value, derivative = _arcface_mean(labels, cosines, float(margin), float(scale), variant)
-        return value, lambda upstream: upstream * derivative
+    def loss(cosines):
+        value, derivative = compiled(labels, cosines, float(margin), float(scale), variant)
+        per_example = value.shape.rank == 1
+        return value, lambda upstream: (upstream[:, None] if per_example else upstream) * derivative
 
-    return mean(precise(cosines))
+    return loss(precise(cosines))
 
 
 @tf.function(jit_compile=True)
